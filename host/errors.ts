@@ -1,0 +1,104 @@
+// One error catalogue for the host. Every error the host raises or reports has a stable code;
+// control-flow errors thrown by handlers are tiny named classes recognised by `instanceof` or by
+// `name` (a function module reloaded in dev may hold another copy of this file).
+
+export const ErrorCode = {
+  Config: "HOST_ERR_CONFIG",
+  FunctionLoad: "HOST_ERR_FUNCTION_LOAD",
+  MalformedJson: "HOST_ERR_MALFORMED_JSON",
+  InvalidPayload: "HOST_ERR_INVALID_PAYLOAD",
+  PayloadTooLarge: "HOST_ERR_PAYLOAD_TOO_LARGE",
+  NonRetriable: "HOST_ERR_NON_RETRIABLE",
+  RetryAfter: "HOST_ERR_RETRY_AFTER",
+  Timeout: "HOST_ERR_TIMEOUT",
+  MaxDeliveries: "HOST_ERR_MAX_DELIVERIES",
+  StreamFull: "HOST_ERR_STREAM_FULL",
+  Drift: "HOST_ERR_STREAM_DRIFT",
+  NatsServerMissing: "HOST_ERR_NATS_SERVER_MISSING",
+  Handler: "HOST_ERR_HANDLER",
+  Unknown: "HOST_ERR_UNKNOWN",
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class HostError extends Error {
+  override name = "HostError";
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** Thrown by a handler: the message can never succeed; it is terminated and dead-lettered. */
+export class NonRetriableError extends Error {
+  override name = "NonRetriableError";
+  readonly code: string = ErrorCode.NonRetriable;
+  constructor(message: string, options?: { cause?: unknown; code?: string }) {
+    super(message, options);
+    if (options?.code) this.code = options.code;
+  }
+}
+
+/** Thrown by a handler: try again after `retryAfterMs` (counts as a failed attempt). */
+export class RetryAfterError extends Error {
+  override name = "RetryAfterError";
+  readonly code = ErrorCode.RetryAfter;
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs: number, options?: { cause?: unknown }) {
+    super(message, options);
+    this.retryAfterMs = Math.max(0, Math.floor(retryAfterMs));
+  }
+}
+
+/**
+ * A publish was refused because the target stream is at its hard limit (discard new). The message
+ * being handled is put back with a delay without spending its failure budget.
+ */
+export class StreamFullError extends HostError {
+  override name = "StreamFullError";
+  readonly stream: string;
+  constructor(stream: string, message: string, options?: { cause?: unknown }) {
+    super(ErrorCode.StreamFull, message, options);
+    this.stream = stream;
+  }
+}
+
+export function isNonRetriable(err: unknown): err is NonRetriableError {
+  return err instanceof NonRetriableError || (err as Error | undefined)?.name === "NonRetriableError";
+}
+
+export function isRetryAfter(err: unknown): err is RetryAfterError {
+  return (
+    err instanceof RetryAfterError ||
+    ((err as Error | undefined)?.name === "RetryAfterError" &&
+      typeof (err as RetryAfterError).retryAfterMs === "number")
+  );
+}
+
+export function isStreamFull(err: unknown): err is StreamFullError {
+  return err instanceof StreamFullError || (err as Error | undefined)?.name === "StreamFullError";
+}
+
+/** Turns anything thrown into an Error, keeping the original as `cause`. */
+export function coerceError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  if (typeof thrown === "string") return new Error(thrown);
+  let text: string;
+  try {
+    text = JSON.stringify(thrown);
+  } catch {
+    text = String(thrown);
+  }
+  return new Error(`non-error thrown: ${text}`, { cause: thrown });
+}
+
+export type SerializedError = { name: string; code: string; message: string };
+
+/** The `{ name, code, message }` shape used in replies and dead letters. */
+export function serializeError(thrown: unknown, maxMessage = 2000): SerializedError {
+  const err = coerceError(thrown);
+  const raw = (err as Error & { code?: unknown }).code;
+  const code = typeof raw === "string" ? raw : ErrorCode.Handler;
+  const message = err.message.length > maxMessage ? `${err.message.slice(0, maxMessage)}…` : err.message;
+  return { name: err.name, code, message };
+}

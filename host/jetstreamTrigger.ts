@@ -1,0 +1,280 @@
+import PQueue from "p-queue";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { MessageInfo } from "./define.ts";
+import { createContext, decodePayload, type ContextDeps } from "./context.ts";
+import { writeDeadLetter } from "./deadLetter.ts";
+import {
+  ErrorCode,
+  coerceError,
+  isNonRetriable,
+  isRetryAfter,
+  isStreamFull,
+  serializeError,
+  type SerializedError,
+} from "./errors.ts";
+import { Header, headerRecord } from "./headers.ts";
+import type { RateLimiter } from "./rateLimit.ts";
+import { backoffDelay, type ResolvedFunction } from "./resolved.ts";
+import type { RunRecords } from "./runRecords.ts";
+import type { ServerFeatures } from "./serverFeatures.ts";
+import { runHandler, ShutdownAbort } from "./runHandler.ts";
+
+// One durable pull consumer per function. Messages are pulled in small batches, at most
+// `2 × concurrency` are held by this worker at once, and each ends in exactly one outcome:
+//   ack · term + dead letter · nak(delay) counted as a failure · nak(delay) counted as a deferral.
+// Deferrals (rate limit, backpressure, shutdown) are recorded in KV so they do not spend the
+// message's maxDeliver budget; the consumer itself has max_deliver -1 and the host enforces it.
+
+export type JetStreamDeps = ContextDeps & {
+  jsm: JetStreamManager;
+  runs: RunRecords;
+  limiter: RateLimiter;
+  deadLetters: { stream: string; prefix: string };
+  features: ServerFeatures;
+};
+
+type Outcome =
+  | { kind: "ack" }
+  | { kind: "dead"; reason: string; error: SerializedError }
+  | { kind: "retry"; delayMs: number; error: SerializedError }
+  | { kind: "defer"; delayMs: number; why: string };
+
+export class JetStreamTrigger {
+  readonly fn: ResolvedFunction;
+  readonly #deps: JetStreamDeps;
+  readonly #queue: PQueue;
+  readonly #held = new Set<Promise<void>>();
+  readonly #running = new Map<AbortController, true>();
+  readonly #stop = new AbortController();
+  #messages?: ConsumerMessages;
+  #loop?: Promise<void>;
+
+  constructor(fn: ResolvedFunction, deps: JetStreamDeps) {
+    this.fn = fn;
+    this.#deps = deps;
+    this.#queue = new PQueue({ concurrency: fn.concurrency });
+  }
+
+  get inFlight(): number {
+    return this.#held.size;
+  }
+
+  async start(): Promise<void> {
+    const t = this.fn.trigger as { stream: string };
+    const consumer = await this.#deps.js.consumers.get(t.stream, this.fn.consumer);
+    this.#messages = await consumer.consume({ max_messages: Math.max(1, this.fn.concurrency), expires: 5000 });
+    this.#loop = this.#run(this.#messages).catch((err) => {
+      this.#deps.log.error({ fn: this.fn.id, err: coerceError(err) }, "consumer loop ended with an error");
+    });
+  }
+
+  async #run(messages: ConsumerMessages): Promise<void> {
+    const limit = this.fn.concurrency * 2;
+    for await (const m of messages) {
+      if (this.#stop.signal.aborted) {
+        // pulled before stop() and never started: hand back to another worker at once
+        await this.#defer(m, 0, "shutdown").catch(() => m.nak());
+        continue;
+      }
+      const p = this.#process(m)
+        .catch((err) => this.#deps.log.error({ fn: this.fn.id, seq: m.seq, err: coerceError(err) }, "message processing failed"))
+        .finally(() => this.#held.delete(p));
+      this.#held.add(p);
+      while (this.#held.size >= limit) await Promise.race(this.#held);
+      await this.#slowForOutputs();
+    }
+  }
+
+  /** Pulls more slowly while a stream this function feeds is above high water. */
+  async #slowForOutputs(): Promise<void> {
+    const bp = this.#deps.backpressure;
+    for (const stream of this.fn.outputs) {
+      if (await bp.isAboveHighWater(stream)) {
+        // bounded, so messages already buffered by the pull do not outlive their ack wait
+        await bp.waitBelowHighWater(stream, this.fn.ackWaitMs / 2, this.#stop.signal);
+      }
+    }
+  }
+
+  async #process(m: JsMsg): Promise<void> {
+    const fn = this.fn;
+    fn.stats.received++;
+    const started = process.hrtime.bigint();
+    // keep the lease for as long as this worker holds the message, waiting or running
+    const heartbeat = setInterval(() => m.working(), Math.max(250, Math.floor(fn.ackWaitMs / 3)));
+    heartbeat.unref();
+    const deliveryCount = m.info.deliveryCount;
+    let deferrals = 0;
+    try {
+      deferrals = deliveryCount > 1 ? await this.#deps.runs.deferrals(fn.consumer, m.seq).catch(() => 0) : 0;
+      const headers = headerRecord(m.headers);
+      const info: MessageInfo = {
+        fn: fn.id,
+        subject: m.subject,
+        headers,
+        msgId: headers[Header.MsgId] || `${m.info.stream}:${m.seq}`,
+        stream: m.info.stream,
+        seq: m.seq,
+        attempt: Math.max(1, deliveryCount - deferrals),
+        deliveryCount,
+      };
+      const outcome = await this.#decide(m, info);
+      await this.#settle(m, info, outcome, deferrals);
+    } finally {
+      clearInterval(heartbeat);
+      fn.stats.processingNs += process.hrtime.bigint() - started;
+    }
+  }
+
+  async #decide(m: JsMsg, info: MessageInfo): Promise<Outcome> {
+    const fn = this.fn;
+    const decoded = decodePayload(fn, m.data);
+    if (!decoded.ok) return { kind: "dead", reason: decoded.code, error: { name: "HostError", code: decoded.code, message: decoded.message } };
+    if (info.attempt > fn.maxDeliver) {
+      const message = `delivered ${info.attempt} times without an outcome (maxDeliver ${fn.maxDeliver}); a worker probably died while handling it`;
+      return { kind: "dead", reason: ErrorCode.MaxDeliveries, error: { name: "HostError", code: ErrorCode.MaxDeliveries, message } };
+    }
+    const payload = decoded.payload;
+
+    let idemKey: string | undefined;
+    if (fn.def.idempotencyKey) {
+      try {
+        idemKey = fn.def.idempotencyKey(payload, info);
+      } catch (err) {
+        return { kind: "dead", reason: ErrorCode.NonRetriable, error: serializeError(err) };
+      }
+      if (idemKey !== undefined && (await this.#deps.runs.isDone(fn.id, idemKey))) {
+        this.#deps.log.info({ fn: fn.id, seq: info.seq, msg_id: info.msgId }, "already completed; acknowledged without running");
+        return { kind: "ack" };
+      }
+    }
+
+    if (fn.def.rateLimit) {
+      const rl = fn.def.rateLimit;
+      let key = "_";
+      try {
+        key = rl.key ? String(rl.key(payload, info)) : "_";
+      } catch (err) {
+        return { kind: "dead", reason: ErrorCode.NonRetriable, error: serializeError(err) };
+      }
+      const horizon = Math.min(fn.ackWaitMs, 5000);
+      const r = await this.#deps.limiter.reserve(fn.id, key, rl, horizon);
+      if (!r.reserved) return { kind: "defer", delayMs: r.retryInMs, why: "rate limit" };
+      if (r.delayMs > 0) {
+        try {
+          await sleep(r.delayMs, undefined, { signal: this.#stop.signal });
+        } catch {
+          return { kind: "defer", delayMs: 0, why: "shutdown" };
+        }
+      }
+    }
+
+    return this.#queue.add(async (): Promise<Outcome> => {
+      if (this.#stop.signal.aborted) return { kind: "defer", delayMs: 0, why: "shutdown" };
+      const ac = new AbortController();
+      this.#running.set(ac, true);
+      try {
+        const ctx = createContext(fn, info, this.#deps, ac.signal, () => m.working());
+        await runHandler(fn, payload, ctx, ac);
+        if (idemKey !== undefined) {
+          await this.#deps.runs.markDone(fn.id, idemKey, info.msgId).catch((err) =>
+            this.#deps.log.warn({ fn: fn.id, seq: info.seq, err: coerceError(err) }, "could not record completion"),
+          );
+        }
+        return { kind: "ack" };
+      } catch (err) {
+        return this.#onError(err, info);
+      } finally {
+        this.#running.delete(ac);
+      }
+    }) as Promise<Outcome>;
+  }
+
+  #onError(thrown: unknown, info: MessageInfo): Outcome {
+    const fn = this.fn;
+    const error = serializeError(thrown);
+    if (thrown instanceof ShutdownAbort) return { kind: "defer", delayMs: 0, why: "shutdown" };
+    if (isStreamFull(thrown)) return { kind: "defer", delayMs: this.#deps.backpressure.options.pauseMs * 5, why: "stream full" };
+    fn.stats.lastError = `${error.code}: ${error.message}`;
+    if (isNonRetriable(thrown)) return { kind: "dead", reason: ErrorCode.NonRetriable, error };
+    if (info.attempt >= fn.maxDeliver) return { kind: "dead", reason: ErrorCode.MaxDeliveries, error };
+    if (isRetryAfter(thrown)) return { kind: "retry", delayMs: thrown.retryAfterMs, error };
+    return { kind: "retry", delayMs: backoffDelay(fn.backoff, info.attempt), error };
+  }
+
+  async #defer(m: JsMsg, delayMs: number, why: string): Promise<void> {
+    this.fn.stats.deferred++;
+    await this.#deps.runs.addDeferral(this.fn.consumer, m.seq).catch((err) =>
+      this.#deps.log.warn({ fn: this.fn.id, seq: m.seq, err: coerceError(err) }, "could not record a deferral; it will count as an attempt"),
+    );
+    m.nak(delayMs);
+    this.#deps.log.debug({ fn: this.fn.id, seq: m.seq, delay_ms: delayMs, why }, "deferred");
+  }
+
+  async #settle(m: JsMsg, info: MessageInfo, outcome: Outcome, deferrals: number): Promise<void> {
+    const fn = this.fn;
+    const log = this.#deps.log;
+    const cleanup = () => {
+      if (deferrals > 0) this.#deps.runs.clearDeferrals(fn.consumer, m.seq).catch(() => {});
+    };
+    switch (outcome.kind) {
+      case "ack":
+        fn.stats.succeeded++;
+        if (fn.def.doubleAck) {
+          const ok = await m.ackAck().catch(() => false);
+          if (!ok) log.warn({ fn: fn.id, seq: m.seq }, "double ack not confirmed; the message may be redelivered");
+        } else m.ack();
+        cleanup();
+        return;
+      case "retry":
+        fn.stats.failed++;
+        m.nak(outcome.delayMs);
+        log.warn({ fn: fn.id, seq: m.seq, msg_id: info.msgId, attempt: info.attempt, delay_ms: outcome.delayMs, error: outcome.error }, "handler failed; retrying");
+        return;
+      case "defer":
+        await this.#defer(m, outcome.delayMs, outcome.why);
+        return;
+      case "dead": {
+        fn.stats.failed++;
+        try {
+          await writeDeadLetter(this.#deps.js, this.#deps.deadLetters.prefix, {
+            fn: fn.id,
+            source: { subject: m.subject, data: m.data, headers: m.headers, stream: m.info.stream, seq: m.seq, msgId: info.msgId },
+            reason: outcome.reason,
+            attempts: info.attempt,
+            error: outcome.error,
+          });
+        } catch (err) {
+          // the dead letter could not be written: keep the message and try again later
+          const delay = backoffDelay(fn.backoff, info.attempt);
+          log.error({ fn: fn.id, seq: m.seq, err: coerceError(err) }, "could not write dead letter; message kept");
+          m.nak(delay);
+          return;
+        }
+        fn.stats.deadLettered++;
+        if (this.#deps.features.termReason) m.term(outcome.reason);
+        else m.term();
+        cleanup();
+        log.warn({ fn: fn.id, seq: m.seq, msg_id: info.msgId, reason: outcome.reason, error: outcome.error }, "dead-lettered");
+        return;
+      }
+    }
+  }
+
+  /**
+   * Stops pulling, lets running handlers finish within `graceMs`, then aborts them; every message
+   * not finished is handed back (nak) as a deferral. Safe to call twice.
+   */
+  async stop(graceMs: number): Promise<void> {
+    if (!this.#stop.signal.aborted) this.#stop.abort();
+    this.#messages?.stop();
+    await this.#loop;
+    const settled = Promise.allSettled([...this.#held]);
+    const timer = sleep(graceMs, "timeout" as const, { ref: false });
+    if ((await Promise.race([settled.then(() => "done" as const), timer])) === "timeout") {
+      for (const ac of this.#running.keys()) ac.abort(new ShutdownAbort());
+      await Promise.race([Promise.allSettled([...this.#held]), sleep(2000, undefined, { ref: false })]);
+    }
+  }
+}

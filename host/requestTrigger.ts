@@ -1,0 +1,108 @@
+import PQueue from "p-queue";
+import { headers as natsHeaders, nuid, type Msg, type Subscription } from "@nats-io/transport-node";
+import type { MessageInfo } from "./define.ts";
+import { createContext, decodePayload, encodeJson, type ContextDeps } from "./context.ts";
+import { ErrorCode, coerceError, isNonRetriable, serializeError, type SerializedError } from "./errors.ts";
+import { Header, headerRecord } from "./headers.ts";
+import type { ResolvedFunction } from "./resolved.ts";
+import { runHandler, ShutdownAbort } from "./runHandler.ts";
+
+// Core request-reply in a queue group: every worker subscribes, the server picks one per request.
+// The reply is the handler's result as JSON; a failure replies `{ "error": { name, code, message } }`
+// with the micro-protocol headers `Nats-Service-Error` and `Nats-Service-Error-Code`.
+
+const CLIENT_ERRORS = new Set<string>([ErrorCode.MalformedJson, ErrorCode.InvalidPayload, ErrorCode.PayloadTooLarge]);
+
+export class RequestTrigger {
+  readonly fn: ResolvedFunction;
+  readonly #deps: ContextDeps;
+  readonly #queue: PQueue;
+  readonly #running = new Set<AbortController>();
+  #sub?: Subscription;
+
+  constructor(fn: ResolvedFunction, deps: ContextDeps) {
+    this.fn = fn;
+    this.#deps = deps;
+    this.#queue = new PQueue({ concurrency: fn.concurrency });
+  }
+
+  get inFlight(): number {
+    return this.#queue.size + this.#queue.pending;
+  }
+
+  start(): void {
+    const t = this.fn.trigger as { subject: string; queue?: string };
+    this.#sub = this.#deps.nc.subscribe(t.subject, {
+      queue: t.queue ?? this.fn.consumer,
+      callback: (err, msg) => {
+        if (err) {
+          this.#deps.log.error({ fn: this.fn.id, err }, "subscription error");
+          return;
+        }
+        void this.#queue.add(() => this.#handle(msg));
+      },
+    });
+  }
+
+  async #handle(msg: Msg): Promise<void> {
+    const fn = this.fn;
+    fn.stats.received++;
+    const started = process.hrtime.bigint();
+    const headers = headerRecord(msg.headers);
+    const info: MessageInfo = {
+      fn: fn.id,
+      subject: msg.subject,
+      headers,
+      msgId: headers[Header.MsgId] || nuid.next(),
+      attempt: 1,
+      deliveryCount: 1,
+    };
+    try {
+      const decoded = decodePayload(fn, msg.data);
+      if (!decoded.ok) {
+        this.#fail(msg, { name: "HostError", code: decoded.code, message: decoded.message });
+        return;
+      }
+      const ac = new AbortController();
+      this.#running.add(ac);
+      try {
+        const ctx = createContext(fn, info, this.#deps, ac.signal, () => {});
+        const result = await runHandler(fn, decoded.payload, ctx, ac);
+        fn.stats.succeeded++;
+        if (msg.reply) msg.respond(encodeJson(result ?? null));
+      } catch (err) {
+        const e = serializeError(err);
+        if (err instanceof ShutdownAbort) e.code = ErrorCode.Timeout;
+        if (!isNonRetriable(err)) this.#deps.log.warn({ fn: fn.id, msg_id: info.msgId, error: e }, "request handler failed");
+        this.#fail(msg, e);
+      } finally {
+        this.#running.delete(ac);
+      }
+    } catch (err) {
+      this.#deps.log.error({ fn: fn.id, err: coerceError(err) }, "could not answer request");
+    } finally {
+      fn.stats.processingNs += process.hrtime.bigint() - started;
+    }
+  }
+
+  #fail(msg: Msg, error: SerializedError): void {
+    this.fn.stats.failed++;
+    this.fn.stats.lastError = `${error.code}: ${error.message}`;
+    if (!msg.reply) return;
+    const h = natsHeaders();
+    h.set("Nats-Service-Error", error.message.replace(/[\r\n]+/g, " ").slice(0, 1000));
+    h.set("Nats-Service-Error-Code", CLIENT_ERRORS.has(error.code) ? "400" : "500");
+    msg.respond(encodeJson({ error }), { headers: h });
+  }
+
+  /** Stops taking requests; in-flight ones finish within graceMs, then are aborted. */
+  async stop(graceMs: number): Promise<void> {
+    if (this.#sub && !this.#sub.isClosed()) await this.#sub.drain().catch(() => this.#sub?.unsubscribe());
+    const idle = this.#queue.onIdle();
+    const timeout = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs).unref());
+    if ((await Promise.race([idle, timeout])) === "timeout") {
+      for (const ac of this.#running) ac.abort(new ShutdownAbort());
+      await Promise.race([this.#queue.onIdle(), new Promise((r) => setTimeout(r, 2000).unref())]);
+    }
+  }
+}

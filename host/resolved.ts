@@ -1,0 +1,106 @@
+import * as v from "valibot";
+import type { ConsumerDefaults } from "./config.ts";
+import type { FunctionDefinition, Trigger } from "./define.ts";
+import { ErrorCode, HostError } from "./errors.ts";
+import { isValidSubject } from "./subjects.ts";
+
+// A function definition with every option resolved against the config's consumer defaults, plus
+// the per-worker statistics that $SRV.STATS and `host status` report.
+
+export type FunctionStats = {
+  received: number;
+  succeeded: number;
+  failed: number;
+  deadLettered: number;
+  deferred: number;
+  processingNs: bigint;
+  lastError: string;
+  startedAt: string;
+};
+
+export type ResolvedFunction = {
+  id: string;
+  file: string;
+  def: FunctionDefinition;
+  trigger: Trigger;
+  /** Durable consumer name (JetStream) — the id with `/` replaced by `_`. */
+  consumer: string;
+  concurrency: number;
+  timeoutMs: number;
+  maxDeliver: number;
+  ackWaitMs: number;
+  maxAckPending: number;
+  maxPayloadBytes: number;
+  backoff: Required<NonNullable<FunctionDefinition["backoff"]>>;
+  stats: FunctionStats;
+  /** Streams this function has published to; its pulling slows while any is above high water. */
+  outputs: Set<string>;
+};
+
+const ID = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
+const subject = v.pipe(v.string(), v.check((s) => isValidSubject(s, { wildcards: true }), "is not a valid subject"));
+
+const TriggerSchema = v.variant("type", [
+  v.strictObject({ type: v.literal("jetstream"), stream: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]+$/)), subject }),
+  v.strictObject({ type: v.literal("request"), subject, queue: v.optional(v.string()) }),
+]);
+
+export function consumerNameOf(id: string): string {
+  return id.replaceAll("/", "_");
+}
+
+export function newStats(): FunctionStats {
+  return { received: 0, succeeded: 0, failed: 0, deadLettered: 0, deferred: 0, processingNs: 0n, lastError: "", startedAt: new Date().toISOString() };
+}
+
+export function resolveFunction(id: string, file: string, def: FunctionDefinition, defaults: ConsumerDefaults): ResolvedFunction {
+  const fail = (why: string): never => {
+    throw new HostError(ErrorCode.FunctionLoad, `${file}: ${why}`);
+  };
+  if (!ID.test(id)) fail(`function id "${id}" must be path segments of letters, digits, _ and -`);
+  const t = v.safeParse(TriggerSchema, def.trigger);
+  if (!t.success) fail(`trigger is invalid: ${t.issues.map((i) => `${v.getDotPath(i) ?? "trigger"}: ${i.message}`).join("; ")}`);
+  if (typeof def.handler !== "function") fail("handler must be a function");
+  if (def.schema !== undefined && (typeof def.schema !== "object" || def.schema === null || !("~standard" in def.schema || "kind" in def.schema))) {
+    fail("schema must be a valibot schema");
+  }
+  const int = (name: string, value: unknown, fallback: number, min = 1): number => {
+    if (value === undefined) return fallback;
+    if (typeof value !== "number" || !Number.isFinite(value) || value < min) fail(`${name} must be a number ≥ ${min}`);
+    return Math.floor(value as number);
+  };
+  if (def.rateLimit) {
+    int("rateLimit.limit", def.rateLimit.limit, 1);
+    int("rateLimit.periodMs", def.rateLimit.periodMs, 1);
+  }
+  const b = def.backoff ?? {};
+  const bd = defaults.backoff;
+  return {
+    id,
+    file,
+    def,
+    trigger: t.output as Trigger,
+    consumer: consumerNameOf(id),
+    concurrency: int("concurrency", def.concurrency, defaults.concurrency),
+    timeoutMs: int("timeoutMs", def.timeoutMs, defaults.timeoutMs),
+    maxDeliver: int("maxDeliver", def.maxDeliver, defaults.maxDeliver),
+    ackWaitMs: int("ackWaitMs", def.ackWaitMs, defaults.ackWaitMs, 1000),
+    maxAckPending: int("maxAckPending", def.maxAckPending, defaults.maxAckPending),
+    maxPayloadBytes: int("maxPayloadBytes", def.maxPayloadBytes, defaults.maxPayloadBytes),
+    backoff: {
+      initialMs: int("backoff.initialMs", b.initialMs, bd.initialMs, 0),
+      maxMs: int("backoff.maxMs", b.maxMs, bd.maxMs, 0),
+      factor: b.factor ?? bd.factor,
+      jitter: b.jitter ?? bd.jitter,
+    },
+    stats: newStats(),
+    outputs: new Set(),
+  };
+}
+
+/** Delay before attempt `attempt + 1`: exponential with ± jitter, capped. */
+export function backoffDelay(b: ResolvedFunction["backoff"], attempt: number, random = Math.random): number {
+  const base = Math.min(b.maxMs, b.initialMs * b.factor ** Math.max(0, attempt - 1));
+  const spread = base * b.jitter;
+  return Math.max(0, Math.min(b.maxMs, Math.round(base - spread + random() * 2 * spread)));
+}

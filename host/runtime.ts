@@ -1,0 +1,260 @@
+import { statSync } from "node:fs";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import {
+  AckPolicy,
+  DeliverPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstream,
+  jetstreamManager,
+  type ConsumerConfig,
+  type JetStreamClient,
+  type JetStreamManager,
+} from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import { nanos } from "@nats-io/transport-node";
+import { HOST_BUCKETS, type HostConfig } from "./config.ts";
+import { Backpressure } from "./backpressure.ts";
+import { ErrorCode, HostError, coerceError } from "./errors.ts";
+import { JetStreamTrigger } from "./jetstreamTrigger.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { discoverFunctions, importFunction } from "./loader.ts";
+import { MicroResponder } from "./micro.ts";
+import { RateLimiter } from "./rateLimit.ts";
+import { RequestTrigger } from "./requestTrigger.ts";
+import { resolveFunction, type ResolvedFunction } from "./resolved.ts";
+import { RunRecords } from "./runRecords.ts";
+import { featuresOf, missingFeatures, type ServerFeatures } from "./serverFeatures.ts";
+import { applyPlan, formatPlan, planStreams } from "./streams.ts";
+
+// One host worker: a NATS connection, the functions of one folder, a trigger per function.
+
+export type DriftPolicy = "refuse" | "apply";
+
+export type HostOptions = {
+  servers: string | string[];
+  functionsDir: string;
+  config: HostConfig;
+  /** What to do when the server's streams differ from the config. Default "refuse". */
+  onDrift?: DriftPolicy;
+  /** How long in-flight handlers get to finish on stop. Default 10000 ms. */
+  graceMs?: number;
+  log?: Logger;
+  name?: string;
+};
+
+type Trigger = JetStreamTrigger | RequestTrigger;
+type Loaded = { fn: ResolvedFunction; trigger: Trigger; mtimeMs: number };
+
+export class Host {
+  readonly #opts: HostOptions;
+  readonly log: Logger;
+  nc!: NatsConnection;
+  js!: JetStreamClient;
+  jsm!: JetStreamManager;
+  features!: ServerFeatures;
+  #kvm!: Kvm;
+  #buckets = new Map<string, Promise<KV>>();
+  #backpressure!: Backpressure;
+  #limiter!: RateLimiter;
+  #runs!: RunRecords;
+  #micro?: MicroResponder;
+  #loaded = new Map<string, Loaded>();
+  #reloads = 0;
+  #stopping?: Promise<void>;
+
+  constructor(opts: HostOptions) {
+    this.#opts = opts;
+    this.log = opts.log ?? createLogger();
+  }
+
+  get functions(): ResolvedFunction[] {
+    return [...this.#loaded.values()].map((l) => l.fn);
+  }
+
+  async start(): Promise<void> {
+    const { config } = this.#opts;
+    this.nc = await connect({ servers: this.#opts.servers, name: this.#opts.name ?? "syntropism-host", maxReconnectAttempts: -1 });
+    this.js = jetstream(this.nc);
+    this.jsm = await jetstreamManager(this.nc);
+    this.features = featuresOf(this.nc.info?.version ?? "0.0.0");
+    const missing = missingFeatures(this.features);
+    if (missing.length) this.log.warn({ server_version: this.features.version, missing }, `nats-server ${this.features.version} lacks newer features; the host works around them`);
+
+    const plan = await planStreams(this.jsm, config);
+    if (plan.drift) {
+      if ((this.#opts.onDrift ?? "refuse") === "refuse") {
+        throw new HostError(ErrorCode.Drift, `the server's streams differ from streams.config.ts:\n${formatPlan(plan)}\nRun \`host streams apply\` (or start with --apply).`);
+      }
+      for (const line of await applyPlan(this.nc, this.jsm, plan)) this.log.info({}, line);
+    }
+
+    this.#kvm = new Kvm(this.nc);
+    this.#backpressure = new Backpressure(this.jsm, config.backpressure);
+    this.#limiter = new RateLimiter(await this.kv(HOST_BUCKETS.rateLimit));
+    this.#runs = new RunRecords(await this.kv(HOST_BUCKETS.runs));
+
+    const files = discoverFunctions(this.#opts.functionsDir);
+    // Load every file before starting any trigger, so one bad file stops start-up cleanly.
+    const resolved: { fn: ResolvedFunction; mtimeMs: number }[] = [];
+    for (const { id, file } of files) {
+      const def = await importFunction(file);
+      resolved.push({ fn: resolveFunction(id, file, def, config.consumerDefaults), mtimeMs: statSync(file).mtimeMs });
+    }
+    for (const r of resolved) await this.#startFunction(r.fn, r.mtimeMs);
+
+    this.#micro = new MicroResponder(this.nc, {
+      name: config.service.name,
+      version: config.service.version,
+      description: "Syntropism function host",
+      metadata: { server_version: this.features.version },
+      functions: () => this.functions,
+    });
+    this.#micro.start();
+    this.log.info({ functions: this.functions.map((f) => f.id), server: this.nc.getServer() }, "host started");
+  }
+
+  kv(bucket: string): Promise<KV> {
+    let p = this.#buckets.get(bucket);
+    if (!p) {
+      p = this.#kvm.open(bucket);
+      p.catch(() => this.#buckets.delete(bucket));
+      this.#buckets.set(bucket, p);
+    }
+    return p;
+  }
+
+  #deps() {
+    return {
+      nc: this.nc,
+      js: this.js,
+      jsm: this.jsm,
+      kv: (b: string) => this.kv(b),
+      backpressure: this.#backpressure,
+      limiter: this.#limiter,
+      runs: this.#runs,
+      log: this.log,
+      features: this.features,
+      deadLetters: { stream: this.#opts.config.deadLetter.stream, prefix: this.#opts.config.deadLetter.subjectPrefix },
+    };
+  }
+
+  async #startFunction(fn: ResolvedFunction, mtimeMs: number): Promise<void> {
+    let trigger: Trigger;
+    if (fn.trigger.type === "jetstream") {
+      await ensureConsumer(this.jsm, fn);
+      trigger = new JetStreamTrigger(fn, this.#deps());
+      await trigger.start();
+    } else {
+      trigger = new RequestTrigger(fn, this.#deps());
+      trigger.start();
+    }
+    this.#loaded.set(fn.id, { fn, trigger, mtimeMs });
+  }
+
+  /**
+   * Brings the running functions in line with the folder: new files start, removed files stop,
+   * changed files (newer mtime) are imported again and restarted. A file that fails to load is
+   * reported and its previous version keeps running.
+   */
+  async reload(): Promise<{ added: string[]; changed: string[]; removed: string[]; failed: string[] }> {
+    const result = { added: [] as string[], changed: [] as string[], removed: [] as string[], failed: [] as string[] };
+    let files;
+    try {
+      files = discoverFunctions(this.#opts.functionsDir);
+    } catch (err) {
+      this.log.error({ err: coerceError(err) }, "reload failed");
+      return result;
+    }
+    const seen = new Set(files.map((f) => f.id));
+    for (const [id, l] of this.#loaded) {
+      if (!seen.has(id)) {
+        await l.trigger.stop(this.#opts.graceMs ?? 10_000);
+        this.#loaded.delete(id);
+        result.removed.push(id);
+      }
+    }
+    for (const { id, file } of files) {
+      const mtimeMs = statSync(file).mtimeMs;
+      const current = this.#loaded.get(id);
+      if (current && current.mtimeMs >= mtimeMs && current.fn.file === file) continue;
+      try {
+        const def = await importFunction(file, ++this.#reloads);
+        const fn = resolveFunction(id, file, def, this.#opts.config.consumerDefaults);
+        if (current) {
+          await current.trigger.stop(this.#opts.graceMs ?? 10_000);
+          this.#loaded.delete(id);
+        }
+        await this.#startFunction(fn, mtimeMs);
+        (current ? result.changed : result.added).push(id);
+      } catch (err) {
+        result.failed.push(id);
+        this.log.error({ fn: id, err: coerceError(err) }, "could not load function; keeping the previous version");
+      }
+    }
+    if (result.added.length + result.changed.length + result.removed.length > 0) this.log.info(result, "functions reloaded");
+    return result;
+  }
+
+  /** Stops triggers (in-flight work gets the grace period), then drains the connection. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      const grace = this.#opts.graceMs ?? 10_000;
+      this.#micro?.stop();
+      await Promise.allSettled([...this.#loaded.values()].map((l) => l.trigger.stop(grace)));
+      if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+      this.log.info({}, "host stopped");
+    })();
+    return this.#stopping;
+  }
+}
+
+export function consumerConfigOf(fn: ResolvedFunction): Partial<ConsumerConfig> & { durable_name: string } {
+  return {
+    durable_name: fn.consumer,
+    description: `syntropism function ${fn.id}`,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    filter_subject: fn.trigger.subject,
+    ack_wait: nanos(fn.ackWaitMs),
+    // the host counts attempts itself (deferrals do not count), so the server never gives up
+    max_deliver: -1,
+    max_ack_pending: fn.maxAckPending,
+  };
+}
+
+/** Creates the function's durable consumer, or updates it when its settings changed. */
+export async function ensureConsumer(jsm: JetStreamManager, fn: ResolvedFunction): Promise<void> {
+  const stream = (fn.trigger as { stream: string }).stream;
+  const want = consumerConfigOf(fn);
+  let existing;
+  try {
+    existing = await jsm.consumers.info(stream, fn.consumer);
+  } catch (err) {
+    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+        throw new HostError(ErrorCode.Config, `${fn.file}: stream ${stream} does not exist; declare it in streams.config.ts`, { cause: err });
+      }
+      throw err;
+    }
+  }
+  if (!existing) {
+    await jsm.consumers.add(stream, want);
+    return;
+  }
+  const c = existing.config;
+  if (c.filter_subject !== want.filter_subject) {
+    throw new HostError(
+      ErrorCode.Drift,
+      `${fn.file}: consumer ${fn.consumer} filters ${c.filter_subject ?? "(none)"} but the function wants ${want.filter_subject}; delete the consumer (nats consumer rm ${stream} ${fn.consumer}) to recreate it`,
+    );
+  }
+  if (c.ack_wait !== want.ack_wait || c.max_deliver !== want.max_deliver || c.max_ack_pending !== want.max_ack_pending || c.description !== want.description) {
+    await jsm.consumers.update(stream, fn.consumer, {
+      ack_wait: want.ack_wait,
+      max_deliver: want.max_deliver,
+      max_ack_pending: want.max_ack_pending,
+      description: want.description,
+    });
+  }
+}
