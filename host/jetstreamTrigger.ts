@@ -123,7 +123,9 @@ export class JetStreamTrigger {
       await this.#settle(m, info, outcome, deferrals);
     } finally {
       clearInterval(heartbeat);
-      fn.stats.processingNs += process.hrtime.bigint() - started;
+      const elapsed = process.hrtime.bigint() - started;
+      fn.stats.processingNs += elapsed;
+      fn.stats.recent.add(Number(elapsed) / 1e6);
     }
   }
 

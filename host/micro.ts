@@ -29,6 +29,8 @@ function endpointOf(fn: ResolvedFunction) {
   };
 }
 
+const round = (ms: number) => Math.round(ms * 1000) / 1000;
+
 export function statsOf(fn: ResolvedFunction) {
   const s = fn.stats;
   const done = s.succeeded + s.failed;
@@ -39,7 +41,14 @@ export function statsOf(fn: ResolvedFunction) {
     last_error: s.lastError,
     processing_time: Number(s.processingNs),
     average_processing_time: done > 0 ? Math.round(Number(s.processingNs) / done) : 0,
-    data: { succeeded: s.succeeded, dead_lettered: s.deadLettered, deferred: s.deferred },
+    data: {
+      succeeded: s.succeeded,
+      dead_lettered: s.deadLettered,
+      deferred: s.deferred,
+      p50_ms: round(s.recent.percentile(50)),
+      p99_ms: round(s.recent.percentile(99)),
+      started: s.startedAt,
+    },
   };
 }
 

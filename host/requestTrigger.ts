@@ -81,7 +81,9 @@ export class RequestTrigger {
     } catch (err) {
       this.#deps.log.error({ fn: fn.id, err: coerceError(err) }, "could not answer request");
     } finally {
-      fn.stats.processingNs += process.hrtime.bigint() - started;
+      const elapsed = process.hrtime.bigint() - started;
+      fn.stats.processingNs += elapsed;
+      fn.stats.recent.add(Number(elapsed) / 1e6);
     }
   }
 

@@ -16,7 +16,31 @@ export type FunctionStats = {
   processingNs: bigint;
   lastError: string;
   startedAt: string;
+  /** The most recent handling times, for percentiles in $SRV.STATS and `host status`. */
+  recent: LatencyWindow;
 };
+
+/** A ring of the last `size` durations (ms). */
+export class LatencyWindow {
+  readonly #values: Float64Array;
+  #next = 0;
+  #count = 0;
+  constructor(size = 1024) {
+    this.#values = new Float64Array(size);
+  }
+  add(ms: number): void {
+    this.#values[this.#next] = ms;
+    this.#next = (this.#next + 1) % this.#values.length;
+    this.#count = Math.min(this.#count + 1, this.#values.length);
+  }
+  /** Nearest-rank percentile (0..100) of the window; 0 when empty. */
+  percentile(p: number): number {
+    if (this.#count === 0) return 0;
+    const sorted = Array.from(this.#values.subarray(0, this.#count)).sort((a, b) => a - b);
+    const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+    return sorted[rank]!;
+  }
+}
 
 export type ResolvedFunction = {
   id: string;
@@ -50,7 +74,7 @@ export function consumerNameOf(id: string): string {
 }
 
 export function newStats(): FunctionStats {
-  return { received: 0, succeeded: 0, failed: 0, deadLettered: 0, deferred: 0, processingNs: 0n, lastError: "", startedAt: new Date().toISOString() };
+  return { received: 0, succeeded: 0, failed: 0, deadLettered: 0, deferred: 0, processingNs: 0n, lastError: "", startedAt: new Date().toISOString(), recent: new LatencyWindow() };
 }
 
 export function resolveFunction(id: string, file: string, def: FunctionDefinition, defaults: ConsumerDefaults): ResolvedFunction {

@@ -1,0 +1,405 @@
+import { watch, mkdirSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import type { HostConfig } from "./config.ts";
+import { loadConfigFile, natsUrl } from "./configFile.ts";
+import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "./deadLetter.ts";
+import { coerceError, HostError } from "./errors.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { ensureNatsServer, isPortFree, startNatsServer, type RunningNatsServer } from "./natsServer.ts";
+import { Host } from "./runtime.ts";
+import { applyPlan, formatPlan, planStreams } from "./streams.ts";
+import { Supervisor } from "./supervisor.ts";
+import { collectStatus, formatStatus, table } from "./status.ts";
+
+// `host` — run functions and look after the streams they use. `host help` lists the commands.
+
+const USAGE = `Usage: host <command> [options]
+
+Run functions
+  start [--workers N] [--apply]      run functions/ in N supervised worker processes (default 1)
+  dev                                local stack: nats-server (unless NATS_URL), streams applied,
+                                     functions hot-reloaded when files change
+
+Streams and buckets (streams.config.ts)
+  streams plan                       show how the server differs from the config (exit 2 on drift)
+  streams apply                      create or update streams and KV buckets to match; idempotent
+
+Dead letters
+  dlq ls [--fn ID] [--limit N]       list dead letters (newest last)
+  dlq show SEQ                       one dead letter: reason, error, headers, payload
+  dlq replay SEQ... | --all [--fn ID] [--keep]
+                                     publish back to the original subject; removed unless --keep
+  dlq purge [--fn ID] --force        delete dead letters
+
+Seeing it
+  status [--interval MS]             per function: pending, ack pending, redelivered, dead letters,
+                                     throughput and latency from every running worker
+
+Common options
+  --functions DIR   function folder (default functions)
+  --config FILE     streams config (default streams.config.ts)
+  --json            machine-readable output (ls, show, status, plan)
+  --grace MS        shutdown grace period for in-flight handlers (default 10000)
+
+Environment: NATS_URL (default nats://127.0.0.1:4222), LOG_LEVEL (debug|info|warn|error).
+`;
+
+const OPTIONS = {
+  workers: { type: "string" },
+  apply: { type: "boolean" },
+  functions: { type: "string" },
+  config: { type: "string" },
+  json: { type: "boolean" },
+  grace: { type: "string" },
+  fn: { type: "string" },
+  limit: { type: "string" },
+  all: { type: "boolean" },
+  keep: { type: "boolean" },
+  force: { type: "boolean" },
+  interval: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+type Flags = ReturnType<typeof parse>["values"];
+
+function parse(argv: string[]) {
+  return parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
+}
+
+function intFlag(raw: string | undefined, name: string, fallback: number, min = 0): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got ${raw}`);
+  return n;
+}
+
+class UsageError extends Error {
+  override name = "UsageError";
+}
+
+async function withJsm<T>(fn: (nc: NatsConnection, jsm: JetStreamManager) => Promise<T>): Promise<T> {
+  const nc = await connect({ servers: natsUrl(), name: "syntropism-cli" }).catch((err) => {
+    throw new Error(`cannot connect to NATS at ${natsUrl()} (${(err as Error).message}); set NATS_URL or run \`npm start\``);
+  });
+  try {
+    return await fn(nc, await jetstreamManager(nc));
+  } finally {
+    await nc.drain().catch(() => nc.close());
+  }
+}
+
+const out = (s: string) => process.stdout.write(`${s}\n`);
+
+export async function main(argv: string[]): Promise<number> {
+  const { values: flags, positionals } = parse(argv);
+  const [command, sub, ...rest] = positionals;
+  if (flags.help || !command || command === "help") {
+    out(USAGE);
+    return command || flags.help ? 0 : 1;
+  }
+  const log = createLogger({ bindings: { service: "host" } });
+  switch (command) {
+    case "start":
+      return start(flags, log);
+    case "worker":
+      return worker(flags, log);
+    case "dev":
+      return dev(flags, log);
+    case "streams":
+      return streams(sub, flags);
+    case "dlq":
+      return dlq(sub, rest, flags);
+    case "status":
+      return status(flags);
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+function configPath(flags: Flags): string {
+  return flags.config ?? "streams.config.ts";
+}
+
+function functionsDir(flags: Flags): string {
+  return resolve(flags.functions ?? "functions");
+}
+
+// ---------------------------------------------------------------------------------------- start
+
+async function start(flags: Flags, log: Logger): Promise<number> {
+  const workers = intFlag(flags.workers ?? process.env.WORKERS, "workers", 1, 1);
+  const grace = intFlag(flags.grace, "grace", 10_000);
+  const config = await loadConfigFile(configPath(flags));
+  // plan (and apply) once here, so N workers do not race to create the same streams
+  await withJsm(async (nc, jsm) => {
+    const plan = await planStreams(jsm, config);
+    if (!plan.drift) return;
+    if (!flags.apply) {
+      throw new HostError("HOST_ERR_STREAM_DRIFT", `the server's streams differ from ${configPath(flags)}:\n${formatPlan(plan)}\nRun \`host streams apply\`, or start with --apply.`);
+    }
+    for (const line of await applyPlan(nc, jsm, plan)) log.info({}, line);
+  });
+  const args = ["worker", "--functions", functionsDir(flags), "--config", configPath(flags), "--grace", String(grace)];
+  const supervisor = new Supervisor({ workers, module: fileURLToPath(import.meta.url), args, log, stopTimeoutMs: grace + 10_000 });
+  let stopping: Promise<void> | undefined;
+  const done = new Promise<number>((resolveExit) => {
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      log.info({ signal }, "stopping workers");
+      stopping = supervisor.stop().then(() => resolveExit(0));
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
+  });
+  try {
+    await supervisor.start();
+  } catch (err) {
+    log.error({ err: coerceError(err) }, "start-up failed");
+    return 1;
+  }
+  log.info({ workers, pids: supervisor.pids, nats: natsUrl() }, "all workers ready");
+  return done;
+}
+
+/** One worker process (forked by `start`). */
+async function worker(flags: Flags, log: Logger): Promise<number> {
+  const index = process.env.SYNTROPISM_WORKER ?? "0";
+  const wlog = log.child({ worker: Number(index) });
+  const config = await loadConfigFile(configPath(flags));
+  const host = new Host({
+    servers: natsUrl(),
+    functionsDir: functionsDir(flags),
+    config,
+    onDrift: "refuse",
+    graceMs: intFlag(flags.grace, "grace", 10_000),
+    log: wlog,
+    name: `syntropism-worker-${index}`,
+  });
+  const stopped = new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const stop = (why: string) => {
+      if (stopping) return;
+      stopping = true;
+      wlog.info({ why }, "stopping");
+      host.stop().then(
+        () => resolveExit(0),
+        (err) => {
+          wlog.error({ err: coerceError(err) }, "stop failed");
+          resolveExit(1);
+        },
+      );
+    };
+    process.on("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+    // the supervisor went away: nobody will restart us or forward signals, so stop cleanly
+    process.on("disconnect", () => stop("supervisor gone"));
+  });
+  try {
+    await host.start();
+  } catch (err) {
+    wlog.error({ err: coerceError(err) }, "worker failed to start");
+    await host.stop().catch(() => {});
+    return 1;
+  }
+  process.send?.({ type: "ready", pid: process.pid });
+  return stopped;
+}
+
+// ------------------------------------------------------------------------------------------ dev
+
+async function dev(flags: Flags, log: Logger): Promise<number> {
+  let server: RunningNatsServer | undefined;
+  let url = process.env.NATS_URL;
+  if (!url) {
+    const binary = ensureNatsServer((m) => log.info({}, m));
+    const dataDir = resolve(".data/nats");
+    mkdirSync(dataDir, { recursive: true });
+    const port = (await isPortFree(4222)) ? 4222 : -1;
+    const httpPort = (await isPortFree(8222)) ? 8222 : -1;
+    server = await startNatsServer({ binary, storeDir: dataDir, portsDir: resolve(".data/run"), port, httpPort, serverName: "syntropism-dev" });
+    url = server.url;
+    process.env.NATS_URL = url;
+    writeFileSync(resolve(".data/nats.url"), `${url}\n`);
+    if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");
+  }
+  const config = await loadConfigFile(configPath(flags));
+  const dir = functionsDir(flags);
+  const host = new Host({ servers: url, functionsDir: dir, config, onDrift: "apply", graceMs: intFlag(flags.grace, "grace", 10_000), log, name: "syntropism-dev" });
+  try {
+    await host.start();
+  } catch (err) {
+    await host.stop().catch(() => {});
+    await server?.stop();
+    throw err;
+  }
+
+  // hot reload: file events are debounced, and a slow poll catches what events miss
+  let timer: NodeJS.Timeout | undefined;
+  let reloading = Promise.resolve();
+  const schedule = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      reloading = reloading.then(() => host.reload().then(() => undefined));
+    }, 100);
+  };
+  mkdirSync(dir, { recursive: true });
+  const watcher = watch(dir, { recursive: true }, schedule);
+  const poll = setInterval(schedule, 2000);
+
+  process.stdout.write(
+    [
+      "",
+      "Syntropism dev stack",
+      `  NATS          ${url}${server ? "  (local nats-server, data in .data/nats)" : ""}`,
+      ...(server?.monitorUrl ? [`  monitoring    ${server.monitorUrl}`] : []),
+      `  functions     ${dir}  (${host.functions.length} loaded; edits reload without a restart)`,
+      "",
+      `  try:  nats --server ${url} micro ls`,
+      `        npm run host -- status        (with NATS_URL=${url})`,
+      "  Ctrl-C stops everything.",
+      "",
+    ].join("\n") + "\n",
+  );
+
+  return new Promise<number>((resolveExit) => {
+    let stopping = false;
+    const stop = async () => {
+      if (stopping) return;
+      stopping = true;
+      watcher.close();
+      clearInterval(poll);
+      clearTimeout(timer);
+      await reloading;
+      await host.stop();
+      await server?.stop();
+      resolveExit(0);
+    };
+    process.on("SIGINT", () => void stop());
+    process.on("SIGTERM", () => void stop());
+  });
+}
+
+// -------------------------------------------------------------------------------------- streams
+
+async function streams(sub: string | undefined, flags: Flags): Promise<number> {
+  const config = await loadConfigFile(configPath(flags));
+  return withJsm(async (nc, jsm) => {
+    const plan = await planStreams(jsm, config);
+    if (sub === "plan") {
+      out(flags.json ? JSON.stringify(plan, null, 2) : formatPlan(plan));
+      return plan.drift ? 2 : 0;
+    }
+    if (sub === "apply") {
+      const done = await applyPlan(nc, jsm, plan);
+      out(done.length ? done.join("\n") : "Nothing to do: the server matches streams.config.ts.");
+      return 0;
+    }
+    throw new UsageError("streams needs plan or apply");
+  });
+}
+
+// ------------------------------------------------------------------------------------------ dlq
+
+function printable(data: Uint8Array, max = 2000): string {
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(data.subarray(0, max));
+  return data.length > max ? `${text}… (${data.length} bytes)` : text;
+}
+
+function dlqJson(dl: DeadLetter) {
+  return { ...dl, data: printable(dl.data, 1 << 20) };
+}
+
+async function dlq(sub: string | undefined, args: string[], flags: Flags): Promise<number> {
+  const config: HostConfig = await loadConfigFile(configPath(flags));
+  const { stream, subjectPrefix: prefix } = config.deadLetter;
+  return withJsm(async (nc, jsm) => {
+    switch (sub) {
+      case "ls": {
+        const list = await listDeadLetters(jsm, stream, { fn: flags.fn, prefix, limit: intFlag(flags.limit, "limit", 100, 1) });
+        if (flags.json) out(JSON.stringify(list.map(dlqJson), null, 2));
+        else if (!list.length) out("No dead letters.");
+        else {
+          out(table(["SEQ", "TIME", "FUNCTION", "REASON", "ATTEMPTS", "SOURCE", "ERROR"], list.map((d) => [
+            String(d.seq), d.time, d.fn, d.reason, String(d.attempts), `${d.stream ?? ""}:${d.sourceSeq ?? ""} ${d.subject}`, (d.error?.message ?? "").slice(0, 60),
+          ])));
+        }
+        return 0;
+      }
+      case "show": {
+        const seq = intFlag(args[0], "seq", NaN, 1);
+        const dl = await getDeadLetter(jsm, stream, seq);
+        if (!dl) {
+          process.stderr.write(`no dead letter with sequence ${seq}\n`);
+          return 1;
+        }
+        out(JSON.stringify(dlqJson(dl), null, 2));
+        return 0;
+      }
+      case "replay": {
+        const { jetstream } = await import("@nats-io/jetstream");
+        const js = jetstream(nc);
+        let targets: DeadLetter[];
+        if (flags.all) targets = await listDeadLetters(jsm, stream, { fn: flags.fn, prefix, limit: Number.MAX_SAFE_INTEGER });
+        else {
+          if (!args.length) throw new UsageError("dlq replay needs sequences or --all");
+          targets = [];
+          for (const a of args) {
+            const dl = await getDeadLetter(jsm, stream, intFlag(a, "seq", NaN, 1));
+            if (!dl) throw new Error(`no dead letter with sequence ${a}`);
+            targets.push(dl);
+          }
+        }
+        for (const dl of targets) {
+          const seq = await replayDeadLetter(js, jsm, stream, dl, { keep: flags.keep });
+          out(`replayed dead letter ${dl.seq} (${dl.fn}) to ${dl.subject} as ${dl.stream ?? "stream"} sequence ${seq}`);
+        }
+        if (!targets.length) out("No dead letters to replay.");
+        return 0;
+      }
+      case "purge": {
+        if (!flags.force) throw new UsageError("dlq purge deletes dead letters; add --force to confirm");
+        const n = await purgeDeadLetters(jsm, stream, { fn: flags.fn, prefix });
+        out(`purged ${n} dead letter(s)`);
+        return 0;
+      }
+      default:
+        throw new UsageError("dlq needs ls, show, replay or purge");
+    }
+  });
+}
+
+// --------------------------------------------------------------------------------------- status
+
+async function status(flags: Flags): Promise<number> {
+  const config = await loadConfigFile(configPath(flags));
+  const interval = intFlag(flags.interval, "interval", 1000);
+  return withJsm(async (nc, jsm) => {
+    const report = await collectStatus(nc, jsm, config, { intervalMs: interval });
+    out(flags.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+    return 0;
+  });
+}
+
+// ---------------------------------------------------------------------------------------- entry
+
+/** Runs the CLI and exits with its code; bin/host.mjs and `tsx host/cli.ts` both end here. */
+export function run(argv: string[]): void {
+  main(argv).then(
+    (code) => process.exit(code),
+    (err) => {
+      if (err instanceof UsageError || String((err as { code?: string }).code).startsWith("ERR_PARSE_ARGS")) {
+        process.stderr.write(`host: ${(err as Error).message}\n\n${USAGE}`);
+        process.exit(64);
+      }
+      const e = coerceError(err) as Error & { code?: string };
+      process.stderr.write(`host: ${e.code ? `${e.code}: ` : ""}${e.message}\n`);
+      process.exit(1);
+    },
+  );
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) run(process.argv.slice(2));

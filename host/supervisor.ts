@@ -1,0 +1,122 @@
+import { fork, type ChildProcess } from "node:child_process";
+import type { Logger } from "./log.ts";
+
+// `host start --workers N`: N worker processes on the same durable consumers. The supervisor
+// restarts a worker that dies (exponential backoff, reset after a healthy minute), forwards
+// SIGTERM/SIGINT, waits for every worker's graceful stop and exits 0. A worker that fails before it
+// is ready (a bad function file, drift) stops the whole start-up with that worker's exit code.
+
+export type SupervisorOptions = {
+  workers: number;
+  /** Module run in each worker (the CLI), and its arguments. */
+  module: string;
+  args: string[];
+  log: Logger;
+  /** Time a worker gets to stop after SIGTERM before it is killed. */
+  stopTimeoutMs: number;
+  restartInitialMs?: number;
+  restartMaxMs?: number;
+};
+
+type Slot = { index: number; child?: ChildProcess; ready: boolean; restarts: number; startedAt: number; timer?: NodeJS.Timeout };
+
+export type WorkerMessage = { type: "ready"; pid: number } | { type: "failed"; message: string };
+
+/** The parent's Node flags, plus the tsx loader when the parent registered it through the API. */
+export function workerExecArgv(): string[] {
+  const argv = process.execArgv;
+  if (argv.some((a) => a.includes("tsx"))) return argv;
+  return [...argv, "--import", import.meta.resolve("tsx")];
+}
+
+export class Supervisor {
+  readonly #opts: SupervisorOptions;
+  readonly #slots: Slot[] = [];
+  #stopping = false;
+  #startup?: { resolve: () => void; reject: (err: Error) => void; pending: number };
+
+  constructor(opts: SupervisorOptions) {
+    this.#opts = opts;
+  }
+
+  get pids(): number[] {
+    return this.#slots.flatMap((s) => (s.child?.pid ? [s.child.pid] : []));
+  }
+
+  /** Forks every worker; resolves when all are ready, rejects when one fails to start. */
+  start(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#startup = { resolve, reject, pending: this.#opts.workers };
+      for (let i = 0; i < this.#opts.workers; i++) {
+        const slot: Slot = { index: i, ready: false, restarts: 0, startedAt: 0 };
+        this.#slots.push(slot);
+        this.#spawn(slot);
+      }
+    });
+  }
+
+  #spawn(slot: Slot): void {
+    const { log } = this.#opts;
+    slot.ready = false;
+    slot.startedAt = Date.now();
+    const child = fork(this.#opts.module, this.#opts.args, {
+      execArgv: workerExecArgv(),
+      env: { ...process.env, SYNTROPISM_WORKER: String(slot.index) },
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    slot.child = child;
+    child.on("message", (m: WorkerMessage) => {
+      if (m?.type === "ready") {
+        slot.ready = true;
+        log.info({ worker: slot.index, pid: child.pid }, "worker ready");
+        if (this.#startup && --this.#startup.pending === 0) {
+          this.#startup.resolve();
+          this.#startup = undefined;
+        }
+      }
+    });
+    child.on("exit", (code, signal) => {
+      slot.child = undefined;
+      if (this.#stopping) return;
+      if (!slot.ready && this.#startup) {
+        // failed during start-up: the cause is already on stderr; stop everything
+        const startup = this.#startup;
+        this.#startup = undefined;
+        void this.stop().then(() => startup.reject(new Error(`worker ${slot.index} failed to start (exit ${code ?? signal})`)));
+        return;
+      }
+      const healthy = Date.now() - slot.startedAt > 60_000;
+      if (healthy) slot.restarts = 0;
+      const initial = this.#opts.restartInitialMs ?? 500;
+      const delay = Math.min(this.#opts.restartMaxMs ?? 30_000, initial * 2 ** slot.restarts);
+      slot.restarts++;
+      log.warn({ worker: slot.index, pid: child.pid, code, signal, restart_in_ms: delay }, "worker died; restarting");
+      slot.timer = setTimeout(() => {
+        slot.timer = undefined;
+        if (!this.#stopping) this.#spawn(slot);
+      }, delay);
+    });
+  }
+
+  /** SIGTERM to every worker; waits for them (killing any that outlive the stop timeout). */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    const waits: Promise<void>[] = [];
+    for (const slot of this.#slots) {
+      if (slot.timer) clearTimeout(slot.timer);
+      const child = slot.child;
+      if (!child || child.exitCode !== null || child.signalCode !== null) continue;
+      waits.push(
+        new Promise<void>((resolve) => {
+          const kill = setTimeout(() => child.kill("SIGKILL"), this.#opts.stopTimeoutMs);
+          child.once("exit", () => {
+            clearTimeout(kill);
+            resolve();
+          });
+          child.kill("SIGTERM");
+        }),
+      );
+    }
+    await Promise.all(waits);
+  }
+}

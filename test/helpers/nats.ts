@@ -1,0 +1,49 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { startNatsServer, type RunningNatsServer } from "../../host/natsServer.ts";
+
+// A real nats-server with JetStream for one test suite: random loopback port, temporary store,
+// stopped and deleted after the suite.
+
+export type TestNats = RunningNatsServer & {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  dir: string;
+};
+
+type Hooks = Pick<TestContext, "after"> | { after: (fn: () => Promise<void>) => void };
+
+/** `config` is extra nats-server configuration text (e.g. `max_payload: 8388608`). */
+export async function startTestNats(t: Hooks, opts: { args?: string[]; config?: string } = {}): Promise<TestNats> {
+  const dir = mkdtempSync(join(tmpdir(), "syntropism-nats-"));
+  const args = [...(opts.args ?? [])];
+  if (opts.config) {
+    writeFileSync(join(dir, "server.conf"), `${opts.config}\n`);
+    args.push("-c", join(dir, "server.conf"));
+  }
+  const server = await startNatsServer({ storeDir: join(dir, "js"), portsDir: dir, httpPort: -1, args });
+  const nc = await connect({ servers: server.url });
+  t.after(async () => {
+    await nc.close().catch(() => {});
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { ...server, nc, js: jetstream(nc), jsm: await jetstreamManager(nc), dir };
+}
+
+/**
+ * Collects cleanups registered while a suite's `before` hook runs and runs them (last first) in
+ * the suite's `after` hook: `const scope = suiteScope(after)` at describe level.
+ */
+export function suiteScope(after: (fn: () => Promise<void>) => void): { after: (fn: () => Promise<void>) => void } {
+  const cleanups: (() => Promise<void>)[] = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c().catch((err) => console.error("cleanup failed:", err));
+  });
+  return { after: (fn) => void cleanups.push(fn) };
+}
