@@ -74,7 +74,7 @@ export class RequestTrigger {
         const e = serializeError(err);
         if (err instanceof ShutdownAbort) e.code = ErrorCode.Timeout;
         if (!isNonRetriable(err)) this.#deps.log.warn({ fn: fn.id, msg_id: info.msgId, error: e }, "request handler failed");
-        this.#fail(msg, e);
+        this.#fail(msg, e, isNonRetriable(err));
       } finally {
         this.#running.delete(ac);
       }
@@ -87,13 +87,14 @@ export class RequestTrigger {
     }
   }
 
-  #fail(msg: Msg, error: SerializedError): void {
+  /** `refused`: a NonRetriableError — the request can never succeed, so it is the caller's to fix (400). */
+  #fail(msg: Msg, error: SerializedError, refused = false): void {
     this.fn.stats.failed++;
     this.fn.stats.lastError = `${error.code}: ${error.message}`;
     if (!msg.reply) return;
     const h = natsHeaders();
     h.set("Nats-Service-Error", error.message.replace(/[\r\n]+/g, " ").slice(0, 1000));
-    h.set("Nats-Service-Error-Code", CLIENT_ERRORS.has(error.code) ? "400" : "500");
+    h.set("Nats-Service-Error-Code", refused || CLIENT_ERRORS.has(error.code) ? "400" : "500");
     msg.respond(encodeJson({ error }), { headers: h });
   }
 

@@ -1,0 +1,128 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { listDeadLetters } from "../host/deadLetter.ts";
+import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
+import { countSubject, readSubject, startHost, waitFor } from "./helpers/host.ts";
+import type { Host } from "../host/runtime.ts";
+
+// Request triggers, service discovery, rate limits and backpressure on one in-process host.
+
+const enc = new TextEncoder();
+const json = (v: unknown) => enc.encode(JSON.stringify(v));
+
+describe("request trigger and $SRV", () => {
+  const hooks = suiteScope(after);
+  let nats: TestNats;
+  before(async () => {
+    nats = await startTestNats(hooks);
+    await startHost(hooks, nats);
+  });
+
+  it("answers plain JSON with no headers, as `nats req` sends it", async () => {
+    const reply = await nats.nc.request("req.echo", '{"text":"hello"}', { timeout: 5000 });
+    assert.equal(reply.headers?.get("Nats-Service-Error-Code") ?? "", "");
+    assert.deepEqual({ ...reply.json<object>(), pid: 0 }, { text: "hello", length: 5, pid: 0 });
+  });
+
+  it("replies a clear 400 error to malformed and invalid requests, and keeps serving", async () => {
+    for (const body of ["{oops", "", '{"text":5}', "[]"]) {
+      const reply = await nats.nc.request("req.echo", body, { timeout: 5000 });
+      assert.equal(reply.headers?.get("Nats-Service-Error-Code"), "400", `body ${JSON.stringify(body)}`);
+      const err = reply.json<{ error: { code: string; message: string } }>().error;
+      assert.match(err.code, /^HOST_ERR_(MALFORMED_JSON|INVALID_PAYLOAD)$/);
+      assert.ok(err.message.length > 0);
+    }
+    const fatal = await nats.nc.request("req.echo", '{"text":"x","fail":"fatal"}', { timeout: 5000 });
+    assert.equal(fatal.headers?.get("Nats-Service-Error-Code"), "400");
+    assert.equal(fatal.json<{ error: { message: string } }>().error.message, "refused on purpose");
+    const boom = await nats.nc.request("req.echo", '{"text":"x","fail":"boom"}', { timeout: 5000 });
+    assert.equal(boom.headers?.get("Nats-Service-Error-Code"), "500");
+    assert.equal(boom.json<{ error: { message: string } }>().error.message, "exploded on purpose");
+    const ok = await nats.nc.request("req.echo", '{"text":"still here"}', { timeout: 5000 });
+    assert.equal(ok.json<{ text: string }>().text, "still here");
+  });
+
+  it("lists every function on $SRV.PING|INFO|STATS (what `nats micro ls` asks)", async () => {
+    const ping = await nats.nc.request("$SRV.PING", "", { timeout: 2000 });
+    assert.equal(ping.json<{ type: string; name: string }>().type, "io.nats.micro.v1.ping_response");
+    assert.equal(ping.json<{ name: string }>().name, "fixtures");
+    const info = (await nats.nc.request("$SRV.INFO.fixtures", "", { timeout: 2000 })).json<{
+      type: string;
+      endpoints: { name: string; subject: string; metadata: Record<string, string> }[];
+    }>();
+    assert.equal(info.type, "io.nats.micro.v1.info_response");
+    const fns = info.endpoints.map((e) => e.metadata.function).sort();
+    assert.deepEqual(fns, ["jobs/fill", "jobs/limited", "jobs/once", "jobs/record", "jobs/throttled", "jobs/work", "reqs/echo"]);
+    const echo = info.endpoints.find((e) => e.metadata.function === "reqs/echo")!;
+    assert.equal(echo.subject, "req.echo");
+    const stats = (await nats.nc.request("$SRV.STATS.fixtures", "", { timeout: 2000 })).json<{
+      type: string;
+      endpoints: { name: string; num_requests: number; num_errors: number }[];
+    }>();
+    assert.equal(stats.type, "io.nats.micro.v1.stats_response");
+    const s = stats.endpoints.find((e) => e.name === "reqs_echo")!;
+    assert.ok(s.num_requests >= 8, `echo handled ${s.num_requests}`);
+    assert.ok(s.num_errors >= 1);
+  });
+});
+
+describe("rate limits and backpressure", () => {
+  const hooks = suiteScope(after);
+  let nats: TestNats;
+  let host: Host;
+  before(async () => {
+    nats = await startTestNats(hooks);
+    ({ host } = await startHost(hooks, nats));
+  });
+
+  it("spaces one key's messages by the limit without slowing other keys", async () => {
+    const n = 12;
+    const t0 = Date.now();
+    for (let i = 0; i < n; i++) await nats.js.publish("jobs.limited", json({ agent: "a", n: i }));
+    await nats.js.publish("jobs.limited", json({ agent: "b", n: 0 }));
+    const b = await waitFor("agent b", async () => (await readSubject(nats.jsm, "OUT", "out.limited.b"))[0]);
+    const all = await waitFor("all of agent a", async () => {
+      const got = await readSubject(nats.jsm, "OUT", "out.limited.a");
+      return got.length >= n ? got : undefined;
+    });
+    const times = all.map((m) => m.json<{ at: number }>().at).sort((x, y) => x - y);
+    const span = times.at(-1)! - times[0]!;
+    // GCRA: 5 back to back, then one per 200 ms → the last of 12 no sooner than 7 × 200 ms
+    assert.ok(span >= 1300, `12 messages at 5/s took only ${span} ms`);
+    assert.ok(b.json<{ at: number }>().at - t0 < 1500, "agent b waited behind agent a");
+  });
+
+  it("defers rather than dead-letters when the wait is long, without spending attempts", async () => {
+    // jobs/throttled: 2/s, 8 held at once, a 2 s reservation horizon → later slots are deferred
+    // (redelivered); with maxDeliver 2, counted deliveries would dead-letter them.
+    const n = 12;
+    for (let i = 0; i < n; i++) await nats.js.publish("jobs.throttled", json({ n: i }));
+    const all = await waitFor("all throttled jobs", async () => {
+      const got = await readSubject(nats.jsm, "OUT", "out.throttled");
+      return got.length >= n ? got : undefined;
+    }, 30_000);
+    assert.equal(new Set(all.map((m) => m.json<{ n: number }>().n)).size, n);
+    const dead = await listDeadLetters(nats.jsm, "DEAD_LETTERS", { fn: "jobs/throttled", prefix: "dlq" });
+    assert.equal(dead.length, 0);
+    const fn = host.functions.find((f) => f.id === "jobs/throttled")!;
+    assert.ok(fn.stats.deferred > 0, "no message was deferred, so the horizon path was not exercised");
+    assert.equal(fn.stats.failed, 0);
+  });
+
+  it("holds a handler whose output stream is full and finishes it when room appears", async () => {
+    const n = 5;
+    for (let i = 1; i <= n; i++) await nats.js.publish("jobs.fill", json({ n: i }));
+    // SMALL keeps 3 messages (discard new): two jobs cannot publish and wait
+    await waitFor("SMALL full", async () => (await nats.jsm.streams.info("SMALL")).state.messages === 3 || undefined);
+    const fn = host.functions.find((f) => f.id === "jobs/fill")!;
+    await waitFor("a deferral", () => fn.stats.deferred > 0 || undefined);
+    assert.equal(fn.stats.failed, 0);
+    assert.equal((await listDeadLetters(nats.jsm, "DEAD_LETTERS", { fn: "jobs/fill", prefix: "dlq" })).length, 0);
+    await nats.jsm.streams.purge("SMALL");
+    await waitFor("the held jobs land", async () => (await countSubject(nats.jsm, "SMALL", "small.>")) === 2 || undefined, 20_000);
+    await waitFor("JOBS drained", async () => (await nats.jsm.streams.info("JOBS")).state.messages === 0 || undefined);
+    const after = (await readSubject(nats.jsm, "SMALL", "small.>")).map((m) => m.json<{ n: number }>().n);
+    assert.equal(after.length, 2);
+    assert.equal(fn.stats.failed, 0, "a full stream was counted as a failure");
+  });
+});
