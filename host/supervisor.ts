@@ -68,7 +68,7 @@ export class Supervisor {
     child.on("message", (m: WorkerMessage) => {
       if (m?.type === "ready") {
         slot.ready = true;
-        log.info({ worker: slot.index, pid: child.pid }, "worker ready");
+        log.info({ index: slot.index, pid: child.pid }, "worker ready");
         if (this.#startup && --this.#startup.pending === 0) {
           this.#startup.resolve();
           this.#startup = undefined;
@@ -90,7 +90,7 @@ export class Supervisor {
       const initial = this.#opts.restartInitialMs ?? 500;
       const delay = Math.min(this.#opts.restartMaxMs ?? 30_000, initial * 2 ** slot.restarts);
       slot.restarts++;
-      log.warn({ worker: slot.index, pid: child.pid, code, signal, restart_in_ms: delay }, "worker died; restarting");
+      log.warn({ index: slot.index, pid: child.pid, code, signal, restart_in_ms: delay }, "worker died; restarting");
       slot.timer = setTimeout(() => {
         slot.timer = undefined;
         if (!this.#stopping) this.#spawn(slot);
