@@ -1,6 +1,6 @@
 import PQueue from "p-queue";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { Consumer, ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { MessageInfo } from "./define.ts";
 import { createContext, decodePayload, type ContextDeps } from "./context.ts";
 import { writeDeadLetter } from "./deadLetter.ts";
@@ -26,6 +26,9 @@ import { runHandler, ShutdownAbort } from "./runHandler.ts";
 // Deferrals (rate limit, backpressure, shutdown) are recorded in KV so they do not spend the
 // message's maxDeliver budget; the consumer itself has max_deliver -1 and the host enforces it.
 
+/** How long one pull waits for messages; also the longest a stop waits for an open pull. */
+const FETCH_EXPIRES_MS = 1000;
+
 export type JetStreamDeps = ContextDeps & {
   jsm: JetStreamManager;
   runs: RunRecords;
@@ -47,7 +50,7 @@ export class JetStreamTrigger {
   readonly #held = new Set<Promise<void>>();
   readonly #running = new Map<AbortController, true>();
   readonly #stop = new AbortController();
-  #messages?: ConsumerMessages;
+  readonly #stopped = new Promise<void>((resolve) => this.#stop.signal.addEventListener("abort", () => resolve(), { once: true }));
   #loop?: Promise<void>;
 
   constructor(fn: ResolvedFunction, deps: JetStreamDeps) {
@@ -63,26 +66,43 @@ export class JetStreamTrigger {
   async start(): Promise<void> {
     const t = this.fn.trigger as { stream: string };
     const consumer = await this.#deps.js.consumers.get(t.stream, this.fn.consumer);
-    this.#messages = await consumer.consume({ max_messages: Math.max(1, this.fn.concurrency), expires: 5000 });
-    this.#loop = this.#run(this.#messages).catch((err) => {
+    this.#loop = this.#run(consumer).catch((err) => {
       this.#deps.log.error({ fn: this.fn.id, err: coerceError(err) }, "consumer loop ended with an error");
     });
   }
 
-  async #run(messages: ConsumerMessages): Promise<void> {
+  /**
+   * Pulls with fetch() only for capacity this worker has, so a message never waits unleased in a
+   * client buffer: from the moment it arrives it is processed, and its lease kept, at once. A new
+   * pull is made when at least half the capacity is free (batching) or nothing is held.
+   */
+  async #run(consumer: Consumer): Promise<void> {
     const limit = this.fn.concurrency * 2;
-    for await (const m of messages) {
-      if (this.#stop.signal.aborted) {
-        // pulled before stop() and never started: hand back to another worker at once
-        await this.#defer(m, 0, "shutdown").catch(() => m.nak());
+    const batchAt = Math.max(1, Math.floor(limit / 2));
+    while (!this.#stop.signal.aborted) {
+      while (this.#held.size > limit - batchAt && !this.#stop.signal.aborted) await Promise.race([...this.#held, this.#stopped]);
+      if (this.#stop.signal.aborted) break;
+      await this.#slowForOutputs();
+      let batch: ConsumerMessages;
+      try {
+        batch = await consumer.fetch({ max_messages: limit - this.#held.size, expires: FETCH_EXPIRES_MS });
+      } catch (err) {
+        this.#deps.log.warn({ fn: this.fn.id, err: coerceError(err) }, "pull failed; retrying");
+        await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
         continue;
       }
-      const p = this.#process(m)
-        .catch((err) => this.#deps.log.error({ fn: this.fn.id, seq: m.seq, err: coerceError(err) }, "message processing failed"))
-        .finally(() => this.#held.delete(p));
-      this.#held.add(p);
-      while (this.#held.size >= limit) await Promise.race(this.#held);
-      await this.#slowForOutputs();
+      // the pull is left to run out (≤ FETCH_EXPIRES_MS) even while stopping: a message the server
+      // delivers for it is then handed back at once instead of waiting out its ack wait
+      for await (const m of batch) {
+        if (this.#stop.signal.aborted) {
+          await this.#defer(m, 0, "shutdown").catch(() => m.nak());
+          continue;
+        }
+        const p = this.#process(m)
+          .catch((err) => this.#deps.log.error({ fn: this.fn.id, seq: m.seq, err: coerceError(err) }, "message processing failed"))
+          .finally(() => this.#held.delete(p));
+        this.#held.add(p);
+      }
     }
   }
 
@@ -270,7 +290,6 @@ export class JetStreamTrigger {
    */
   async stop(graceMs: number): Promise<void> {
     if (!this.#stop.signal.aborted) this.#stop.abort();
-    this.#messages?.stop();
     await this.#loop;
     const settled = Promise.allSettled([...this.#held]);
     const timer = sleep(graceMs, "timeout" as const, { ref: false });
