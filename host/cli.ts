@@ -5,7 +5,7 @@ import { parseArgs } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { HostConfig } from "./config.ts";
-import { loadConfigFile, natsUrl } from "./configFile.ts";
+import { loadConfigFile, natsServers, natsUrl } from "./configFile.ts";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "./deadLetter.ts";
 import { coerceError, HostError } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -82,7 +82,7 @@ class UsageError extends Error {
 }
 
 async function withJsm<T>(fn: (nc: NatsConnection, jsm: JetStreamManager) => Promise<T>): Promise<T> {
-  const nc = await connect({ servers: natsUrl(), name: "syntropism-cli" }).catch((err) => {
+  const nc = await connect({ servers: natsServers(), name: "syntropism-cli" }).catch((err) => {
     throw new Error(`cannot connect to NATS at ${natsUrl()} (${(err as Error).message}); set NATS_URL or run \`npm start\``);
   });
   try {
@@ -171,7 +171,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
   const wlog = log.child({ worker: Number(index) });
   const config = await loadConfigFile(configPath(flags));
   const host = new Host({
-    servers: natsUrl(),
+    servers: natsServers(),
     functionsDir: functionsDir(flags),
     config,
     onDrift: "refuse",
@@ -212,6 +212,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
 // ------------------------------------------------------------------------------------------ dev
 
 async function dev(flags: Flags, log: Logger): Promise<number> {
+  let stopping = false;
   let server: RunningNatsServer | undefined;
   let url = process.env.NATS_URL;
   if (!url) {
@@ -225,6 +226,12 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
     process.env.NATS_URL = url;
     writeFileSync(resolve(".data/nats.url"), `${url}\n`);
     if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");
+    const local = server;
+    local.process.once("exit", (code, signal) => {
+      if (stopping) return;
+      log.error({ code, signal, output: local.output().slice(-2000) }, "the local nats-server exited; stopping");
+      process.exit(1);
+    });
   }
   const config = await loadConfigFile(configPath(flags));
   const dir = functionsDir(flags);
@@ -266,7 +273,6 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
   );
 
   return new Promise<number>((resolveExit) => {
-    let stopping = false;
     const stop = async () => {
       if (stopping) return;
       stopping = true;

@@ -20,6 +20,11 @@ export async function loadConfigFile(path = "streams.config.ts"): Promise<HostCo
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
+/** NATS_URL, which may list several servers separated by commas. */
 export function natsUrl(): string {
   return process.env.NATS_URL || DEFAULT_NATS_URL;
+}
+
+export function natsServers(): string[] {
+  return natsUrl().split(",").map((s) => s.trim()).filter(Boolean);
 }
