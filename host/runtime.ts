@@ -111,6 +111,8 @@ export class Host {
       functions: () => this.functions,
     });
     this.#micro.start();
+    // ready means the server has every subscription: a request right after start() is answered
+    await this.nc.flush();
     this.log.info({ functions: this.functions.map((f) => f.id), server: this.nc.getServer() }, "host started");
   }
 
@@ -192,6 +194,7 @@ export class Host {
         this.log.error({ fn: id, err: coerceError(err) }, "could not load function; keeping the previous version");
       }
     }
+    await this.nc.flush();
     if (result.added.length + result.changed.length + result.removed.length > 0) this.log.info(result, "functions reloaded");
     return result;
   }

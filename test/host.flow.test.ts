@@ -109,6 +109,21 @@ describe("rate limits and backpressure", () => {
     assert.equal(fn.stats.failed, 0);
   });
 
+  it("runs at most `concurrency` handlers and holds at most twice that many messages per worker", async () => {
+    const n = 24;
+    for (let i = 0; i < n; i++) await nats.js.publish("jobs.work", json({ id: `c.${i}`, ms: 150 }));
+    let maxAckPending = 0;
+    const got = await waitFor("all work", async () => {
+      maxAckPending = Math.max(maxAckPending, (await nats.jsm.consumers.info("JOBS", "jobs_work")).num_ack_pending);
+      const r = await readSubject(nats.jsm, "OUT", "out.work.c.>");
+      return r.length >= n ? r.map((m) => m.json<{ running: number }>()) : undefined;
+    }, 30_000, 20);
+    const peak = Math.max(...got.map((r) => r.running));
+    assert.equal(peak, 4, `peak concurrency ${peak}; jobs/work allows 4`);
+    assert.ok(maxAckPending <= 8, `the worker held ${maxAckPending} messages; the bound is 2 × 4`);
+    assert.ok(maxAckPending > 4, `held only ${maxAckPending}: the pull did not batch ahead`);
+  });
+
   it("holds a handler whose output stream is full and finishes it when room appears", async () => {
     const n = 5;
     for (let i = 1; i <= n; i++) await nats.js.publish("jobs.fill", json({ n: i }));
