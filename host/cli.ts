@@ -226,12 +226,6 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
     process.env.NATS_URL = url;
     writeFileSync(resolve(".data/nats.url"), `${url}\n`);
     if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");
-    const local = server;
-    local.process.once("exit", (code, signal) => {
-      if (stopping) return;
-      log.error({ code, signal, output: local.output().slice(-2000) }, "the local nats-server exited; stopping");
-      process.exit(1);
-    });
   }
   const config = await loadConfigFile(configPath(flags));
   const dir = functionsDir(flags);
@@ -273,7 +267,7 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
   );
 
   return new Promise<number>((resolveExit) => {
-    const stop = async () => {
+    const stop = async (code: number) => {
       if (stopping) return;
       stopping = true;
       watcher.close();
@@ -282,10 +276,19 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
       await reloading;
       await host.stop();
       await server?.stop();
-      resolveExit(0);
+      resolveExit(code);
     };
-    process.on("SIGINT", () => void stop());
-    process.on("SIGTERM", () => void stop());
+    process.on("SIGINT", () => void stop(0));
+    process.on("SIGTERM", () => void stop(0));
+    // Ctrl-C reaches the local server too (same process group): a signalled or clean exit is part
+    // of a shutdown; anything else is a crash, and the stack stops with its last output
+    const local = server;
+    local?.process.once("exit", (code, signal) => {
+      if (stopping) return;
+      const crashed = !(code === 0 || signal === "SIGINT" || signal === "SIGTERM");
+      if (crashed) log.error({ code, output: local.output().slice(-2000) }, "the local nats-server exited; stopping");
+      void stop(crashed ? 1 : 0);
+    });
   });
 }
 

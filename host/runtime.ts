@@ -204,12 +204,28 @@ export class Host {
     this.#stopping ??= (async () => {
       const grace = this.#opts.graceMs ?? 10_000;
       this.#micro?.stop();
-      await Promise.allSettled([...this.#loaded.values()].map((l) => l.trigger.stop(grace)));
-      if (this.nc && !this.nc.isClosed()) await this.nc.drain().catch(() => this.nc.close());
+      // bounded even when the server is gone (a reconnecting connection never finishes draining)
+      const triggers = Promise.allSettled([...this.#loaded.values()].map((l) => l.trigger.stop(grace)));
+      if ((await within(triggers, grace + 5000)) === TIMED_OUT) this.log.warn({}, "triggers did not stop in time");
+      if (this.nc && !this.nc.isClosed()) {
+        const drained = await within(this.nc.drain().catch(() => {}), 5000);
+        if (drained === TIMED_OUT) this.log.warn({}, "connection did not drain in time; closing");
+        if (!this.nc.isClosed()) await this.nc.close().catch(() => {});
+      }
       this.log.info({}, "host stopped");
     })();
     return this.#stopping;
   }
+}
+
+const TIMED_OUT = Symbol("timed out");
+
+function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 export function consumerConfigOf(fn: ResolvedFunction): Partial<ConsumerConfig> & { durable_name: string } {
