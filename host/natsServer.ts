@@ -38,12 +38,11 @@ export type RunningNatsServer = {
 
 const WELL_KNOWN = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"];
 
+/** NATS_SERVER_BIN when set (and then only it), else `nats-server` on PATH, else well-known paths. */
 export function findNatsServer(explicit = process.env.NATS_SERVER_BIN): string | undefined {
-  const candidates = [
-    ...(explicit ? [explicit] : []),
-    ...(process.env.PATH ?? "").split(delimiter).filter(Boolean).map((d) => join(d, "nats-server")),
-    ...WELL_KNOWN,
-  ];
+  const candidates = explicit
+    ? [explicit]
+    : [...(process.env.PATH ?? "").split(delimiter).filter(Boolean).map((d) => join(d, "nats-server")), ...WELL_KNOWN];
   for (const c of candidates) {
     try {
       accessSync(c, constants.X_OK);
@@ -67,6 +66,8 @@ export const INSTALL_HINT =
 export function ensureNatsServer(log: (msg: string) => void = () => {}): string {
   const found = findNatsServer();
   if (found) return found;
+  const explicit = process.env.NATS_SERVER_BIN;
+  if (explicit) throw new HostError(ErrorCode.NatsServerMissing, `NATS_SERVER_BIN=${explicit} is not an executable file. ${INSTALL_HINT}`);
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (isRoot && existsSync("/usr/bin/apt-get")) {
     log("nats-server not found; installing Debian's nats-server package with apt-get");
@@ -152,6 +153,11 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
   const url = ports.nats[0]!;
   const port = Number(new URL(url).port);
   const monitorUrl = ports.monitoring?.[0];
+
+  // a server must not outlive the process that started it, whatever way that process ends
+  const killOnExit = () => child.kill("SIGTERM");
+  process.once("exit", killOnExit);
+  child.once("exit", () => process.off("exit", killOnExit));
 
   const stop = async () => {
     if (exited) return;

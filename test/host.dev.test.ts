@@ -77,6 +77,16 @@ describe("host dev", () => {
     assert.equal((await dev.stop("SIGINT")).code, 0);
   });
 
+  it("says exactly how to get nats-server when it is missing", async () => {
+    const cwd = mkdtempSync(join(tmpdir(), "syntropism-stack-"));
+    const dev = startCli(hooks, ["dev", "--config", FIXTURE_CONFIG, "--functions", FIXTURE_FUNCTIONS], { NATS_URL: "", NATS_SERVER_BIN: join(cwd, "no-such-nats-server") }, { cwd });
+    const { code } = await dev.exited;
+    assert.equal(code, 1);
+    assert.match(dev.output(), /HOST_ERR_NATS_SERVER_MISSING/);
+    assert.match(dev.output(), /apt-get install -y nats-server/);
+    assert.match(dev.output(), /NATS_URL/);
+  });
+
   it("without NATS_URL starts its own nats-server with data in .data/, on a free port when 4222 is taken", async () => {
     const cwd = mkdtempSync(join(tmpdir(), "syntropism-stack-"));
     const dir = tmpFunctions();

@@ -1,5 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { DiscardPolicy } from "@nats-io/jetstream";
 import { listDeadLetters } from "../host/deadLetter.ts";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { countSubject, readSubject, startHost, waitFor } from "./helpers/host.ts";
@@ -122,6 +123,26 @@ describe("rate limits and backpressure", () => {
     assert.equal(peak, 4, `peak concurrency ${peak}; jobs/work allows 4`);
     assert.ok(maxAckPending <= 8, `the worker held ${maxAckPending} messages; the bound is 2 × 4`);
     assert.ok(maxAckPending > 4, `held only ${maxAckPending}: the pull did not batch ahead`);
+  });
+
+  it("reads stream depth (cached) and holds publishes above high water until the stream drains", async () => {
+    const { Backpressure } = await import("../host/backpressure.ts");
+    await nats.jsm.streams.add({ name: "DEPTH", subjects: ["depth.>"], max_msgs: 10, discard: DiscardPolicy.New });
+    const bp = new Backpressure(nats.jsm, { highWater: 0.8, cacheMs: 100, pauseMs: 20 });
+    assert.equal(await bp.streamFor("depth.x"), "DEPTH");
+    for (let i = 0; i < 7; i++) await nats.js.publish("depth.x", json(i));
+    assert.equal(await bp.isAboveHighWater("DEPTH"), false);
+    await nats.js.publish("depth.x", json(7));
+    await new Promise((r) => setTimeout(r, 150)); // past the cache
+    await bp.depth("DEPTH"); // the stale reading is returned while the refresh runs
+    assert.equal(await waitFor("8 of 10 seen as high water", async () => (await bp.isAboveHighWater("DEPTH")) || undefined, 2000), true);
+    // a short wait gives up while the stream stays full …
+    assert.equal(await bp.waitBelowHighWater("DEPTH", 100), false);
+    // … and a longer one returns soon after the stream drains
+    const waiting = bp.waitBelowHighWater("DEPTH", 5000);
+    await new Promise((r) => setTimeout(r, 100));
+    await nats.jsm.streams.purge("DEPTH");
+    assert.equal(await waiting, true);
   });
 
   it("holds a handler whose output stream is full and finishes it when room appears", async () => {
