@@ -13,6 +13,8 @@ import { ensureNatsServer, isPortFree, startNatsServer, type RunningNatsServer }
 import { Host } from "./runtime.ts";
 import { applyPlan, formatPlan, planStreams } from "./streams.ts";
 import { Supervisor } from "./supervisor.ts";
+import { startTracing } from "../otel/tracing.ts";
+import { otlpTracesUrl, TraceBridge } from "../otel/bridge.ts";
 import { collectStatus, formatStatus, table } from "./status.ts";
 
 // `host` — run functions and look after the streams they use. `host help` lists the commands.
@@ -38,6 +40,7 @@ Dead letters
 Seeing it
   status [--interval MS]             per function: pending, ack pending, redelivered, dead letters,
                                      throughput and latency from every running worker
+  trace-bridge                       forward spans published on trace.> to OTEL_EXPORTER_OTLP_ENDPOINT
 
 Common options
   --functions DIR   function folder (default functions)
@@ -45,7 +48,8 @@ Common options
   --json            machine-readable output (ls, show, status, plan)
   --grace MS        shutdown grace period for in-flight handlers (default 10000)
 
-Environment: NATS_URL (default nats://127.0.0.1:4222), LOG_LEVEL (debug|info|warn|error).
+Environment: NATS_URL (default nats://127.0.0.1:4222), LOG_LEVEL (debug|info|warn|error),
+OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_TRACES_EXPORTER / OTEL_SERVICE_NAME (tracing; off when unset).
 `;
 
 const OPTIONS = {
@@ -115,6 +119,8 @@ export async function main(argv: string[]): Promise<number> {
       return dlq(sub, rest, flags);
     case "status":
       return status(flags);
+    case "trace-bridge":
+      return traceBridge(log);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -170,6 +176,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
   const index = process.env.SYNTROPISM_WORKER ?? "0";
   const wlog = log.child({ worker: Number(index) });
   const config = await loadConfigFile(configPath(flags));
+  const tracing = await startTracing({ serviceName: config.service.name });
   const host = new Host({
     servers: natsServers(),
     functionsDir: functionsDir(flags),
@@ -185,7 +192,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
       if (stopping) return;
       stopping = true;
       wlog.info({ why }, "stopping");
-      host.stop().then(
+      host.stop().then(tracing.shutdown).then(
         () => resolveExit(0),
         (err) => {
           wlog.error({ err: coerceError(err) }, "stop failed");
@@ -203,6 +210,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
   } catch (err) {
     wlog.error({ err: coerceError(err) }, "worker failed to start");
     await host.stop().catch(() => {});
+    await tracing.shutdown();
     return 1;
   }
   process.send?.({ type: "ready", pid: process.pid });
@@ -228,6 +236,7 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
     if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");
   }
   const config = await loadConfigFile(configPath(flags));
+  const tracing = await startTracing({ serviceName: config.service.name });
   const dir = functionsDir(flags);
   const host = new Host({ servers: url, functionsDir: dir, config, onDrift: "apply", graceMs: intFlag(flags.grace, "grace", 10_000), log, name: "syntropism-dev" });
   try {
@@ -275,6 +284,7 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
       clearTimeout(timer);
       await reloading;
       await host.stop();
+      await tracing.shutdown();
       await server?.stop();
       resolveExit(code);
     };
@@ -378,6 +388,28 @@ async function dlq(sub: string | undefined, args: string[], flags: Flags): Promi
       default:
         throw new UsageError("dlq needs ls, show, replay or purge");
     }
+  });
+}
+
+// --------------------------------------------------------------------------------- trace bridge
+
+async function traceBridge(log: Logger): Promise<number> {
+  const url = otlpTracesUrl();
+  if (!url) throw new UsageError("trace-bridge needs OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)");
+  const nc = await connect({ servers: natsServers(), name: "syntropism-trace-bridge", maxReconnectAttempts: -1 });
+  const bridge = new TraceBridge({ nc, url, log });
+  bridge.start();
+  await nc.flush();
+  log.info({ url, subject: "trace.>" }, "trace bridge forwarding spans");
+  return new Promise<number>((resolveExit) => {
+    const stop = async () => {
+      await bridge.stop();
+      log.info(bridge.stats, "trace bridge stopped");
+      await nc.drain().catch(() => nc.close());
+      resolveExit(0);
+    };
+    process.once("SIGINT", () => void stop());
+    process.once("SIGTERM", () => void stop());
   });
 }
 

@@ -8,6 +8,8 @@ import { Header } from "./headers.ts";
 import type { Logger } from "./log.ts";
 import { asStreamFull, type Backpressure } from "./backpressure.ts";
 import type { ResolvedFunction } from "./resolved.ts";
+import { Attr, endSpan, startSendSpan, traceIds } from "./tracing.ts";
+import type { Context, Span } from "@opentelemetry/api";
 
 // What a handler gets besides its payload, and the decoding that happens before it runs.
 
@@ -60,21 +62,31 @@ export function causedHeaders(info: MessageInfo, extra?: Record<string, string>)
   return h;
 }
 
+/** The per-message tracing state a context is built on. */
+export type Delivery = { span: Span; otel: Context; log: Logger };
+
+/** A logger bound to a message: function, stream sequence, msg id, correlation id, trace ids. */
+export function deliveryLogger(base: Logger, info: MessageInfo, span: Span): Logger {
+  return base.child({
+    fn: info.fn,
+    stream: info.stream,
+    seq: info.seq,
+    msg_id: info.msgId,
+    correlation_id: info.headers[Header.CorrelationId] ?? info.msgId,
+    ...traceIds(span),
+  });
+}
+
 export function createContext(
   fn: ResolvedFunction,
   info: MessageInfo,
   deps: ContextDeps,
   signal: AbortSignal,
   working: () => void,
+  delivery: Delivery,
 ): FunctionContext {
   let published = 0;
-  const log = deps.log.child({
-    fn: fn.id,
-    stream: info.stream,
-    seq: info.seq,
-    msg_id: info.msgId,
-    correlation_id: info.headers[Header.CorrelationId],
-  });
+  const { log, span } = delivery;
 
   const publish = async (subject: string, data: unknown, opts: PublishOptions = {}): Promise<PubAck> => {
     // Derived ids are positional: the n-th publish of a retried handler reuses the same id, so
@@ -87,11 +99,17 @@ export function createContext(
       fn.outputs.add(stream);
       await bp.waitBelowHighWater(stream, Math.min(fn.timeoutMs / 2, 5000), signal);
     }
+    const h = causedHeaders(info, opts.headers);
+    const send = startSendSpan("send", subject, delivery.otel, h, { [Attr.messageId]: msgID });
     try {
-      return await deps.js.publish(subject, encodeJson(data), { msgID, headers: causedHeaders(info, opts.headers) });
+      const ack = await deps.js.publish(subject, encodeJson(data), { msgID, headers: h });
+      send.span.setAttribute(Attr.streamSeq, ack.seq);
+      endSpan(send.span, ack.duplicate ? "nak" : "ack");
+      return ack;
     } catch (err) {
       const mapped = asStreamFull(err, stream);
       if (mapped !== err && stream) bp.markFull(stream);
+      endSpan(send.span, "error", { message: (mapped as Error).message, code: (mapped as { code?: string }).code });
       throw mapped;
     }
   };
@@ -100,19 +118,28 @@ export function createContext(
     ...info,
     signal,
     log,
+    span,
     nc: deps.nc,
     js: deps.js,
     kv: deps.kv,
     publish,
     broadcast(subject, data, opts) {
-      deps.nc.publish(subject, encodeJson(data), { headers: causedHeaders(info, opts?.headers) });
+      const h = causedHeaders(info, opts?.headers);
+      const send = startSendSpan("send", subject, delivery.otel, h);
+      deps.nc.publish(subject, encodeJson(data), { headers: h });
+      endSpan(send.span, "ack");
     },
     async request<T>(subject: string, data: unknown, opts?: { timeoutMs?: number }) {
-      const reply = await deps.nc.request(subject, encodeJson(data), {
-        timeout: opts?.timeoutMs ?? 5000,
-        headers: causedHeaders(info),
-      });
-      return (reply.data.length ? reply.json() : undefined) as T;
+      const h = causedHeaders(info);
+      const send = startSendSpan("request", subject, delivery.otel, h);
+      try {
+        const reply = await deps.nc.request(subject, encodeJson(data), { timeout: opts?.timeoutMs ?? 5000, headers: h });
+        endSpan(send.span, "reply");
+        return (reply.data.length ? reply.json() : undefined) as T;
+      } catch (err) {
+        endSpan(send.span, "error", { message: (err as Error).message });
+        throw err;
+      }
     },
     working,
   };

@@ -3,6 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "./log.ts";
+import type { Span } from "@opentelemetry/api";
 
 /** Durable work: one durable pull consumer per function on `stream`, filtered by `subject`. */
 export type JetStreamTrigger = {
@@ -66,7 +67,10 @@ export type MessageInfo = {
 export type FunctionContext = MessageInfo & {
   /** Aborted when the function's timeout passes or the host shuts down past its grace period. */
   signal: AbortSignal;
+  /** Bound to the function, stream sequence, msg id, correlation id and trace ids of this message. */
   log: Logger;
+  /** This delivery's span (OpenTelemetry); handlers may add attributes or events. */
+  span: Span;
   nc: NatsConnection;
   js: JetStreamClient;
   /** Opens (and caches) a KV bucket declared in streams.config.ts. */

@@ -2,7 +2,7 @@ import PQueue from "p-queue";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Consumer, ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { MessageInfo } from "./define.ts";
-import { createContext, decodePayload, type ContextDeps } from "./context.ts";
+import { createContext, decodePayload, deliveryLogger, type ContextDeps, type Delivery } from "./context.ts";
 import { writeDeadLetter } from "./deadLetter.ts";
 import {
   ErrorCode,
@@ -19,6 +19,9 @@ import { backoffDelay, type ResolvedFunction } from "./resolved.ts";
 import type { RunRecords } from "./runRecords.ts";
 import type { ServerFeatures } from "./serverFeatures.ts";
 import { runHandler, ShutdownAbort } from "./runHandler.ts";
+import type { Logger } from "./log.ts";
+import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
+import type { Span } from "@opentelemetry/api";
 
 // One durable pull consumer per function. Messages are pulled in small batches, at most
 // `2 × concurrency` are held by this worker at once, and each ends in exactly one outcome:
@@ -53,9 +56,12 @@ export class JetStreamTrigger {
   readonly #stopped = new Promise<void>((resolve) => this.#stop.signal.addEventListener("abort", () => resolve(), { once: true }));
   #loop?: Promise<void>;
 
+  readonly #log: Logger;
+
   constructor(fn: ResolvedFunction, deps: JetStreamDeps) {
     this.fn = fn;
     this.#deps = deps;
+    this.#log = deps.log.child({ fn: fn.id, stream: (fn.trigger as { stream: string }).stream });
     this.#queue = new PQueue({ concurrency: fn.concurrency });
   }
 
@@ -67,7 +73,7 @@ export class JetStreamTrigger {
     const t = this.fn.trigger as { stream: string };
     const consumer = await this.#deps.js.consumers.get(t.stream, this.fn.consumer);
     this.#loop = this.#run(consumer).catch((err) => {
-      this.#deps.log.error({ fn: this.fn.id, err: coerceError(err) }, "consumer loop ended with an error");
+      this.#log.error({ err: coerceError(err) }, "consumer loop ended with an error");
     });
   }
 
@@ -87,7 +93,7 @@ export class JetStreamTrigger {
       try {
         batch = await consumer.fetch({ max_messages: limit - this.#held.size, expires: FETCH_EXPIRES_MS });
       } catch (err) {
-        this.#deps.log.warn({ fn: this.fn.id, err: coerceError(err) }, "pull failed; retrying");
+        this.#log.warn({ err: coerceError(err) }, "pull failed; retrying");
         await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
         continue;
       }
@@ -99,7 +105,7 @@ export class JetStreamTrigger {
           continue;
         }
         const p = this.#process(m)
-          .catch((err) => this.#deps.log.error({ fn: this.fn.id, seq: m.seq, err: coerceError(err) }, "message processing failed"))
+          .catch((err) => this.#log.child({ seq: m.seq }).error({ err: coerceError(err) }, "message processing failed"))
           .finally(() => this.#held.delete(p));
         this.#held.add(p);
       }
@@ -126,6 +132,7 @@ export class JetStreamTrigger {
     heartbeat.unref();
     const deliveryCount = m.info.deliveryCount;
     let deferrals = 0;
+    let span: Span | undefined;
     try {
       deferrals = deliveryCount > 1 ? await this.#deps.runs.deferrals(fn.consumer, m.seq).catch(() => 0) : 0;
       const headers = headerRecord(m.headers);
@@ -139,17 +146,32 @@ export class JetStreamTrigger {
         attempt: Math.max(1, deliveryCount - deferrals),
         deliveryCount,
       };
-      const outcome = await this.#decide(m, info);
-      await this.#settle(m, info, outcome, deferrals);
+      const parent = extractContext(m.headers);
+      span = startDeliverySpan("process", m.subject, parent, {
+        [Attr.messageId]: info.msgId,
+        [Attr.consumerGroup]: fn.consumer,
+        [Attr.subscription]: fn.consumer,
+        [Attr.bodySize]: m.data.length,
+        [Attr.deliveryCount]: deliveryCount,
+        [Attr.stream]: m.info.stream,
+        [Attr.streamSeq]: m.seq,
+        [Attr.fn]: fn.id,
+        [Attr.attempt]: info.attempt,
+        [Attr.correlationId]: headers[Header.CorrelationId] ?? info.msgId,
+      });
+      const delivery: Delivery = { span, otel: trace.setSpan(parent, span), log: deliveryLogger(this.#deps.log, info, span) };
+      const outcome = await this.#decide(m, info, delivery);
+      await this.#settle(m, info, outcome, deferrals, delivery);
     } finally {
       clearInterval(heartbeat);
       const elapsed = process.hrtime.bigint() - started;
       fn.stats.processingNs += elapsed;
       fn.stats.recent.add(Number(elapsed) / 1e6);
+      if (span?.isRecording()) endSpan(span, "error", { message: "processing ended without an outcome" });
     }
   }
 
-  async #decide(m: JsMsg, info: MessageInfo): Promise<Outcome> {
+  async #decide(m: JsMsg, info: MessageInfo, delivery: Delivery): Promise<Outcome> {
     const fn = this.fn;
     const decoded = decodePayload(fn, m.data);
     if (!decoded.ok) return { kind: "dead", reason: decoded.code, error: { name: "HostError", code: decoded.code, message: decoded.message } };
@@ -167,7 +189,7 @@ export class JetStreamTrigger {
         return { kind: "dead", reason: ErrorCode.NonRetriable, error: serializeError(err) };
       }
       if (idemKey !== undefined && (await this.#deps.runs.isDone(fn.id, idemKey))) {
-        this.#deps.log.info({ fn: fn.id, seq: info.seq, msg_id: info.msgId }, "already completed; acknowledged without running");
+        delivery.log.info({}, "already completed; acknowledged without running");
         return { kind: "ack" };
       }
     }
@@ -197,11 +219,11 @@ export class JetStreamTrigger {
       const ac = new AbortController();
       this.#running.set(ac, true);
       try {
-        const ctx = createContext(fn, info, this.#deps, ac.signal, () => m.working());
-        await runHandler(fn, payload, ctx, ac);
+        const ctx = createContext(fn, info, this.#deps, ac.signal, () => m.working(), delivery);
+        await otelContext.with(delivery.otel, () => runHandler(fn, payload, ctx, ac));
         if (idemKey !== undefined) {
           await this.#deps.runs.markDone(fn.id, idemKey, info.msgId).catch((err) =>
-            this.#deps.log.warn({ fn: fn.id, seq: info.seq, err: coerceError(err) }, "could not record completion"),
+            delivery.log.warn({ err: coerceError(err) }, "could not record completion"),
           );
         }
         return { kind: "ack" };
@@ -225,18 +247,18 @@ export class JetStreamTrigger {
     return { kind: "retry", delayMs: backoffDelay(fn.backoff, info.attempt), error };
   }
 
-  async #defer(m: JsMsg, delayMs: number, why: string): Promise<void> {
+  async #defer(m: JsMsg, delayMs: number, why: string, log: Logger = this.#log.child({ seq: m.seq })): Promise<void> {
     this.fn.stats.deferred++;
     await this.#deps.runs.addDeferral(this.fn.consumer, m.seq).catch((err) =>
-      this.#deps.log.warn({ fn: this.fn.id, seq: m.seq, err: coerceError(err) }, "could not record a deferral; it will count as an attempt"),
+      log.warn({ err: coerceError(err) }, "could not record a deferral; it will count as an attempt"),
     );
     m.nak(delayMs);
-    this.#deps.log.debug({ fn: this.fn.id, seq: m.seq, delay_ms: delayMs, why }, "deferred");
+    log.debug({ delay_ms: delayMs, why }, "deferred");
   }
 
-  async #settle(m: JsMsg, info: MessageInfo, outcome: Outcome, deferrals: number): Promise<void> {
+  async #settle(m: JsMsg, info: MessageInfo, outcome: Outcome, deferrals: number, delivery: Delivery): Promise<void> {
     const fn = this.fn;
-    const log = this.#deps.log;
+    const { log, span } = delivery;
     const cleanup = () => {
       if (deferrals > 0) this.#deps.runs.clearDeferrals(fn.consumer, m.seq).catch(() => {});
     };
@@ -245,17 +267,21 @@ export class JetStreamTrigger {
         fn.stats.succeeded++;
         if (fn.def.doubleAck) {
           const ok = await m.ackAck().catch(() => false);
-          if (!ok) log.warn({ fn: fn.id, seq: m.seq }, "double ack not confirmed; the message may be redelivered");
+          if (!ok) log.warn({}, "double ack not confirmed; the message may be redelivered");
         } else m.ack();
         cleanup();
+        endSpan(span, "ack");
         return;
       case "retry":
         fn.stats.failed++;
         m.nak(outcome.delayMs);
-        log.warn({ fn: fn.id, seq: m.seq, msg_id: info.msgId, attempt: info.attempt, delay_ms: outcome.delayMs, error: outcome.error }, "handler failed; retrying");
+        log.warn({ attempt: info.attempt, delay_ms: outcome.delayMs, error: outcome.error }, "handler failed; retrying");
+        endSpan(span, "nak", outcome.error);
         return;
       case "defer":
-        await this.#defer(m, outcome.delayMs, outcome.why);
+        await this.#defer(m, outcome.delayMs, outcome.why, log);
+        span.setAttribute("syntropism.defer_reason", outcome.why);
+        endSpan(span, "defer");
         return;
       case "dead": {
         fn.stats.failed++;
@@ -270,15 +296,17 @@ export class JetStreamTrigger {
         } catch (err) {
           // the dead letter could not be written: keep the message and try again later
           const delay = backoffDelay(fn.backoff, info.attempt);
-          log.error({ fn: fn.id, seq: m.seq, err: coerceError(err) }, "could not write dead letter; message kept");
+          log.error({ err: coerceError(err) }, "could not write dead letter; message kept");
           m.nak(delay);
+          endSpan(span, "nak", { code: outcome.error.code, message: `dead letter not written: ${(err as Error).message}` });
           return;
         }
         fn.stats.deadLettered++;
         if (this.#deps.features.termReason) m.term(outcome.reason);
         else m.term();
         cleanup();
-        log.warn({ fn: fn.id, seq: m.seq, msg_id: info.msgId, reason: outcome.reason, error: outcome.error }, "dead-lettered");
+        log.warn({ reason: outcome.reason, error: outcome.error }, "dead-lettered");
+        endSpan(span, "term", outcome.error);
         return;
       }
     }

@@ -1,7 +1,8 @@
 import PQueue from "p-queue";
 import { headers as natsHeaders, nuid, type Msg, type Subscription } from "@nats-io/transport-node";
 import type { MessageInfo } from "./define.ts";
-import { createContext, decodePayload, encodeJson, type ContextDeps } from "./context.ts";
+import { createContext, decodePayload, deliveryLogger, encodeJson, type ContextDeps, type Delivery } from "./context.ts";
+import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
 import { ErrorCode, coerceError, isNonRetriable, serializeError, type SerializedError } from "./errors.ts";
 import { Header, headerRecord } from "./headers.ts";
 import type { ResolvedFunction } from "./resolved.ts";
@@ -30,13 +31,17 @@ export class RequestTrigger {
     return this.#queue.size + this.#queue.pending;
   }
 
+  get #queueGroup(): string {
+    return (this.fn.trigger as { queue?: string }).queue ?? this.fn.consumer;
+  }
+
   start(): void {
-    const t = this.fn.trigger as { subject: string; queue?: string };
+    const t = this.fn.trigger as { subject: string };
     this.#sub = this.#deps.nc.subscribe(t.subject, {
-      queue: t.queue ?? this.fn.consumer,
+      queue: this.#queueGroup,
       callback: (err, msg) => {
         if (err) {
-          this.#deps.log.error({ fn: this.fn.id, err }, "subscription error");
+          this.#deps.log.child({ fn: this.fn.id }).error({ err }, "subscription error");
           return;
         }
         void this.#queue.add(() => this.#handle(msg));
@@ -57,29 +62,43 @@ export class RequestTrigger {
       attempt: 1,
       deliveryCount: 1,
     };
+    const parent = extractContext(msg.headers);
+    const span = startDeliverySpan("request", msg.subject, parent, {
+      [Attr.messageId]: info.msgId,
+      [Attr.consumerGroup]: this.#queueGroup,
+      [Attr.bodySize]: msg.data.length,
+      [Attr.fn]: fn.id,
+      [Attr.correlationId]: headers[Header.CorrelationId] ?? info.msgId,
+    });
+    const delivery: Delivery = { span, otel: trace.setSpan(parent, span), log: deliveryLogger(this.#deps.log, info, span) };
     try {
       const decoded = decodePayload(fn, msg.data);
       if (!decoded.ok) {
-        this.#fail(msg, { name: "HostError", code: decoded.code, message: decoded.message });
+        const error = { name: "HostError", code: decoded.code, message: decoded.message };
+        this.#fail(msg, error);
+        endSpan(span, "error", error);
         return;
       }
       const ac = new AbortController();
       this.#running.add(ac);
       try {
-        const ctx = createContext(fn, info, this.#deps, ac.signal, () => {});
-        const result = await runHandler(fn, decoded.payload, ctx, ac);
+        const ctx = createContext(fn, info, this.#deps, ac.signal, () => {}, delivery);
+        const result = await otelContext.with(delivery.otel, () => runHandler(fn, decoded.payload, ctx, ac));
         fn.stats.succeeded++;
         if (msg.reply) msg.respond(encodeJson(result ?? null));
+        endSpan(span, "reply");
       } catch (err) {
         const e = serializeError(err);
         if (err instanceof ShutdownAbort) e.code = ErrorCode.Timeout;
-        if (!isNonRetriable(err)) this.#deps.log.warn({ fn: fn.id, msg_id: info.msgId, error: e }, "request handler failed");
+        if (!isNonRetriable(err)) delivery.log.warn({ error: e }, "request handler failed");
         this.#fail(msg, e, isNonRetriable(err));
+        endSpan(span, "error", e);
       } finally {
         this.#running.delete(ac);
       }
     } catch (err) {
-      this.#deps.log.error({ fn: fn.id, err: coerceError(err) }, "could not answer request");
+      delivery.log.error({ err: coerceError(err) }, "could not answer request");
+      if (span.isRecording()) endSpan(span, "error", { message: (err as Error).message });
     } finally {
       const elapsed = process.hrtime.bigint() - started;
       fn.stats.processingNs += elapsed;

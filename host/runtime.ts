@@ -26,6 +26,7 @@ import { resolveFunction, type ResolvedFunction } from "./resolved.ts";
 import { RunRecords } from "./runRecords.ts";
 import { featuresOf, missingFeatures, type ServerFeatures } from "./serverFeatures.ts";
 import { applyPlan, formatPlan, planStreams } from "./streams.ts";
+import { ensurePropagator } from "./tracing.ts";
 
 // One host worker: a NATS connection, the functions of one folder, a trigger per function.
 
@@ -74,6 +75,7 @@ export class Host {
 
   async start(): Promise<void> {
     const { config } = this.#opts;
+    ensurePropagator();
     this.nc = await connect({ servers: this.#opts.servers, name: this.#opts.name ?? "syntropism-host", maxReconnectAttempts: -1 });
     this.js = jetstream(this.nc);
     this.jsm = await jetstreamManager(this.nc);
@@ -191,7 +193,7 @@ export class Host {
         (current ? result.changed : result.added).push(id);
       } catch (err) {
         result.failed.push(id);
-        this.log.error({ fn: id, err: coerceError(err) }, "could not load function; keeping the previous version");
+        this.log.child({ fn: id }).error({ err: coerceError(err) }, "could not load function; keeping the previous version");
       }
     }
     await this.nc.flush();
