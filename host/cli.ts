@@ -7,6 +7,7 @@ import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { HostConfig } from "./config.ts";
 import { loadConfigFile, natsServers, natsUrl } from "./configFile.ts";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "./deadLetter.ts";
+import { auditVerifyCommand } from "./audit.ts";
 import { coerceError, HostError } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { ensureNatsServer, isPortFree, startNatsServer, type RunningNatsServer } from "./natsServer.ts";
@@ -37,6 +38,11 @@ Dead letters
                                      publish back to the original subject; removed unless --keep
   dlq purge [--fn ID] --force        delete dead letters
 
+Audit
+  audit verify [--stream NAME] [--subject FILTER]
+                                     recompute every event's envelope hash (default stream AUDIT);
+                                     lists each bad one, exit 3 if any
+
 Seeing it
   status [--interval MS]             per function: pending, ack pending, redelivered, dead letters,
                                      throughput and latency from every running worker
@@ -45,7 +51,7 @@ Seeing it
 Common options
   --functions DIR   function folder (default functions)
   --config FILE     streams config (default streams.config.ts)
-  --json            machine-readable output (ls, show, status, plan)
+  --json            machine-readable output (ls, show, status, plan, audit verify)
   --grace MS        shutdown grace period for in-flight handlers (default 10000)
 
 Environment: NATS_URL (default nats://127.0.0.1:4222), LOG_LEVEL (debug|info|warn|error),
@@ -65,6 +71,8 @@ const OPTIONS = {
   keep: { type: "boolean" },
   force: { type: "boolean" },
   interval: { type: "string" },
+  stream: { type: "string" },
+  subject: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -119,6 +127,9 @@ export async function main(argv: string[]): Promise<number> {
       return dlq(sub, rest, flags);
     case "status":
       return status(flags);
+    case "audit":
+      if (sub !== "verify") throw new UsageError("audit needs verify");
+      return withJsm((_nc, jsm) => auditVerifyCommand(jsm.jetstream(), { stream: flags.stream, subject: flags.subject, json: flags.json }, out));
     case "trace-bridge":
       return traceBridge(log);
     default:

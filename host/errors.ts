@@ -16,6 +16,10 @@ export const ErrorCode = {
   Drift: "HOST_ERR_STREAM_DRIFT",
   NatsServerMissing: "HOST_ERR_NATS_SERVER_MISSING",
   Handler: "HOST_ERR_HANDLER",
+  /** A subject outside the message contract's taxonomy (contract/subjects.ts). */
+  InvalidSubject: "HOST_ERR_INVALID_SUBJECT",
+  /** An event envelope that does not validate, or holds values JSON cannot carry. */
+  Envelope: "HOST_ERR_ENVELOPE",
   Unknown: "HOST_ERR_UNKNOWN",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

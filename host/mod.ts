@@ -21,3 +21,5 @@ export { ErrorCode, HostError, NonRetriableError, RetryAfterError, StreamFullErr
 export type { SerializedError } from "./errors.ts";
 export { Header } from "./headers.ts";
 export type { Logger } from "./log.ts";
+export { createEnvelope, ENVELOPE_VERSION, EnvelopeSchema, envelopeHash, parseEnvelope, safeParseEnvelope, sealEnvelope, verifyEnvelope } from "./envelope.ts";
+export type { Envelope, EnvelopeCheck, EnvelopeFields, EnvelopeResult } from "./envelope.ts";
