@@ -3,7 +3,7 @@ import { ErrorCode, HostError } from "../host/errors.ts";
 // The subject taxonomy: `<domain>.<entity>.<action>[.<qualifier>]`, e.g. `agent.genesis_001.bid_placed`,
 // `mcp.request.web_search`, `trace.agent.genesis_001.span_completed`. The seeds also use a short
 // form `<domain>.<action>` for domain-wide subjects (`llm.invoke`, `market.price_update`), so two
-// tokens are enough; the roles are positional. docs/contract.md is the reference.
+// tokens are enough; the roles are positional. docs/messaging.md is the reference.
 //
 // Tokens use a narrower alphabet than NATS demands (`[A-Za-z0-9_-]`): such subjects are safe in
 // every client, in ACLs and permissions files, and in the file and consumer names derived from them.

@@ -5,7 +5,7 @@ import { ErrorCode, HostError } from "./errors.ts";
 
 // The event envelope, version 1. Events (facts, past tense) travel as envelopes; commands and
 // requests stay plain JSON. The envelope knows nothing about what the events mean: `type`,
-// `payload` and `metadata` belong to whoever defines the events. docs/contract.md is the reference.
+// `payload` and `metadata` belong to whoever defines the events. docs/messaging.md is the reference.
 //
 // Evolution: `version` is "<major>.<minor>". Within major 1 only additive changes happen (a new
 // optional field, a new metadata key), so a v1 reader accepts every "1.<minor>" and keeps the
