@@ -38,6 +38,7 @@ const ConsumerDefaultsSchema = v.strictObject({
   ackWaitMs: v.optional(positive, 30_000),
   maxAckPending: v.optional(positive, 1000),
   concurrency: v.optional(positive, 8),
+  prefetch: v.optional(positive, 64),
   timeoutMs: v.optional(positive, 30_000),
   maxDeliver: v.optional(positive, 5),
   maxPayloadBytes: v.optional(positive, 1024 * 1024),

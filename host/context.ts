@@ -8,6 +8,7 @@ import { Header } from "./headers.ts";
 import type { Logger } from "./log.ts";
 import { asStreamFull, type Backpressure } from "./backpressure.ts";
 import type { ResolvedFunction } from "./resolved.ts";
+import type { Cancellation } from "./runHandler.ts";
 import { Attr, endSpan, startSendSpan, traceIds } from "./tracing.ts";
 import type { Context, Span } from "@opentelemetry/api";
 
@@ -62,8 +63,26 @@ export function causedHeaders(info: MessageInfo, extra?: Record<string, string>)
   return h;
 }
 
-/** The per-message tracing state a context is built on. */
-export type Delivery = { span: Span; otel: Context; log: Logger };
+/** Per-message state shared by the trigger and the handler's context: span, trace context, logger. */
+export class Delivery {
+  readonly span: Span;
+  readonly otel: Context;
+  readonly #base: Logger;
+  readonly #info: MessageInfo;
+  #log?: Logger;
+
+  constructor(span: Span, otel: Context, base: Logger, info: MessageInfo) {
+    this.span = span;
+    this.otel = otel;
+    this.#base = base;
+    this.#info = info;
+  }
+
+  /** Bound to function, stream sequence, msg id, correlation id and trace ids; made on first use. */
+  get log(): Logger {
+    return (this.#log ??= deliveryLogger(this.#base, this.#info, this.span));
+  }
+}
 
 /** A logger bound to a message: function, stream sequence, msg id, correlation id, trace ids. */
 export function deliveryLogger(base: Logger, info: MessageInfo, span: Span): Logger {
@@ -77,33 +96,105 @@ export function deliveryLogger(base: Logger, info: MessageInfo, span: Span): Log
   });
 }
 
-export function createContext(
-  fn: ResolvedFunction,
-  info: MessageInfo,
-  deps: ContextDeps,
-  signal: AbortSignal,
-  working: () => void,
-  delivery: Delivery,
-): FunctionContext {
-  let published = 0;
-  const { log, span } = delivery;
+/**
+ * The handler's `ctx`. A class, so a message costs one object rather than a closure per helper;
+ * the helpers are bound on first access, so `const { publish } = ctx` works too.
+ */
+class HandlerContext implements FunctionContext {
+  readonly fn: string;
+  readonly subject: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly msgId: string;
+  readonly stream?: string;
+  readonly seq?: number;
+  readonly attempt: number;
+  readonly deliveryCount: number;
+  readonly nc: NatsConnection;
+  readonly js: JetStreamClient;
+  readonly #fn: ResolvedFunction;
+  readonly #info: MessageInfo;
+  readonly #deps: ContextDeps;
+  readonly #delivery: Delivery;
+  readonly #working: () => void;
+  readonly #cancel: Cancellation;
+  #published = 0;
+  #bound?: Pick<FunctionContext, "publish" | "broadcast" | "request" | "kv" | "working">;
 
-  const publish = async (subject: string, data: unknown, opts: PublishOptions = {}): Promise<PubAck> => {
+  constructor(fn: ResolvedFunction, info: MessageInfo, deps: ContextDeps, cancel: Cancellation, working: () => void, delivery: Delivery) {
+    this.fn = info.fn;
+    this.subject = info.subject;
+    this.headers = info.headers;
+    this.msgId = info.msgId;
+    this.stream = info.stream;
+    this.seq = info.seq;
+    this.attempt = info.attempt;
+    this.deliveryCount = info.deliveryCount;
+    this.#cancel = cancel;
+    this.nc = deps.nc;
+    this.js = deps.js;
+    this.#fn = fn;
+    this.#info = info;
+    this.#deps = deps;
+    this.#delivery = delivery;
+    this.#working = working;
+  }
+
+  get log(): Logger {
+    return this.#delivery.log;
+  }
+
+  get signal(): AbortSignal {
+    return this.#cancel.signal;
+  }
+
+  get span(): Span {
+    return this.#delivery.span;
+  }
+
+  get #helpers() {
+    return (this.#bound ??= {
+      publish: this.#publish.bind(this),
+      broadcast: this.#broadcast.bind(this),
+      request: this.#request.bind(this) as FunctionContext["request"],
+      kv: this.#deps.kv,
+      working: this.#working,
+    });
+  }
+
+  get publish() {
+    return this.#helpers.publish;
+  }
+  get broadcast() {
+    return this.#helpers.broadcast;
+  }
+  get request() {
+    return this.#helpers.request;
+  }
+  get kv() {
+    return this.#helpers.kv;
+  }
+  get working() {
+    return this.#helpers.working;
+  }
+
+  async #publish(subject: string, data: unknown, opts: PublishOptions = {}): Promise<PubAck> {
+    const fn = this.#fn;
+    const deps = this.#deps;
     // Derived ids are positional: the n-th publish of a retried handler reuses the same id, so
     // JetStream drops the repeat within the stream's duplicate window.
-    const n = published++;
-    const msgID = opts.msgId ?? `${info.msgId}:${fn.id}:${n}`;
+    const n = this.#published++;
+    const msgID = opts.msgId ?? `${this.#info.msgId}:${fn.id}:${n}`;
     const bp = deps.backpressure;
     const stream = await bp.streamFor(subject);
     if (stream) {
       fn.outputs.add(stream);
-      await bp.waitBelowHighWater(stream, Math.min(fn.timeoutMs / 2, 5000), signal);
+      await bp.waitBelowHighWater(stream, Math.min(fn.timeoutMs / 2, 5000), this.signal);
     }
-    const h = causedHeaders(info, opts.headers);
-    const send = startSendSpan("send", subject, delivery.otel, h, { [Attr.messageId]: msgID });
+    const h = causedHeaders(this.#info, opts.headers);
+    const send = startSendSpan("send", subject, this.#delivery.otel, h, { [Attr.messageId]: msgID });
     try {
       const ack = await deps.js.publish(subject, encodeJson(data), { msgID, headers: h });
-      send.span.setAttribute(Attr.streamSeq, ack.seq);
+      if (send.span.isRecording()) send.span.setAttribute(Attr.streamSeq, ack.seq);
       endSpan(send.span, ack.duplicate ? "nak" : "ack");
       return ack;
     } catch (err) {
@@ -112,35 +203,36 @@ export function createContext(
       endSpan(send.span, "error", { message: (mapped as Error).message, code: (mapped as { code?: string }).code });
       throw mapped;
     }
-  };
+  }
 
-  return {
-    ...info,
-    signal,
-    log,
-    span,
-    nc: deps.nc,
-    js: deps.js,
-    kv: deps.kv,
-    publish,
-    broadcast(subject, data, opts) {
-      const h = causedHeaders(info, opts?.headers);
-      const send = startSendSpan("send", subject, delivery.otel, h);
-      deps.nc.publish(subject, encodeJson(data), { headers: h });
-      endSpan(send.span, "ack");
-    },
-    async request<T>(subject: string, data: unknown, opts?: { timeoutMs?: number }) {
-      const h = causedHeaders(info);
-      const send = startSendSpan("request", subject, delivery.otel, h);
-      try {
-        const reply = await deps.nc.request(subject, encodeJson(data), { timeout: opts?.timeoutMs ?? 5000, headers: h });
-        endSpan(send.span, "reply");
-        return (reply.data.length ? reply.json() : undefined) as T;
-      } catch (err) {
-        endSpan(send.span, "error", { message: (err as Error).message });
-        throw err;
-      }
-    },
-    working,
-  };
+  #broadcast(subject: string, data: unknown, opts?: { headers?: Record<string, string> }): void {
+    const h = causedHeaders(this.#info, opts?.headers);
+    const send = startSendSpan("send", subject, this.#delivery.otel, h);
+    this.#deps.nc.publish(subject, encodeJson(data), { headers: h });
+    endSpan(send.span, "ack");
+  }
+
+  async #request<T>(subject: string, data: unknown, opts?: { timeoutMs?: number }): Promise<T> {
+    const h = causedHeaders(this.#info);
+    const send = startSendSpan("request", subject, this.#delivery.otel, h);
+    try {
+      const reply = await this.#deps.nc.request(subject, encodeJson(data), { timeout: opts?.timeoutMs ?? 5000, headers: h });
+      endSpan(send.span, "reply");
+      return (reply.data.length ? reply.json() : undefined) as T;
+    } catch (err) {
+      endSpan(send.span, "error", { message: (err as Error).message });
+      throw err;
+    }
+  }
+}
+
+export function createContext(
+  fn: ResolvedFunction,
+  info: MessageInfo,
+  deps: ContextDeps,
+  cancel: Cancellation,
+  working: () => void,
+  delivery: Delivery,
+): FunctionContext {
+  return new HandlerContext(fn, info, deps, cancel, working, delivery);
 }

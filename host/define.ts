@@ -98,6 +98,12 @@ export type FunctionOptions<S extends v.GenericSchema | undefined, R> = {
   description?: string;
   /** Handlers running at once in one worker. Default 8. */
   concurrency?: number;
+  /**
+   * Messages one worker holds at once — pulled and waiting for a slot, or running; all are leased.
+   * Larger batches pull more cheaply; smaller ones share work more evenly between workers.
+   * Default 64 (never less than `concurrency`).
+   */
+  prefetch?: number;
   /** Per-attempt deadline; the handler's signal is aborted when it passes. Default 30000 ms. */
   timeoutMs?: number;
   /** Attempts before a message is dead-lettered. Default 5. */

@@ -2,7 +2,7 @@ import PQueue from "p-queue";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Consumer, ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { MessageInfo } from "./define.ts";
-import { createContext, decodePayload, deliveryLogger, type ContextDeps, type Delivery } from "./context.ts";
+import { createContext, decodePayload, Delivery, type ContextDeps } from "./context.ts";
 import { writeDeadLetter } from "./deadLetter.ts";
 import {
   ErrorCode,
@@ -18,7 +18,7 @@ import type { RateLimiter } from "./rateLimit.ts";
 import { backoffDelay, type ResolvedFunction } from "./resolved.ts";
 import type { RunRecords } from "./runRecords.ts";
 import type { ServerFeatures } from "./serverFeatures.ts";
-import { runHandler, ShutdownAbort } from "./runHandler.ts";
+import { Cancellation, runHandler, ShutdownAbort } from "./runHandler.ts";
 import type { Logger } from "./log.ts";
 import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
 import type { Span } from "@opentelemetry/api";
@@ -51,7 +51,15 @@ export class JetStreamTrigger {
   readonly #deps: JetStreamDeps;
   readonly #queue: PQueue;
   readonly #held = new Set<Promise<void>>();
-  readonly #running = new Map<AbortController, true>();
+  /** Messages this worker holds (waiting or running): one timer keeps all their leases. */
+  readonly #leased = new Set<JsMsg>();
+  #heartbeat?: NodeJS.Timeout;
+  /** Resolved whenever a held message is settled, so the pull loop can wait for room cheaply. */
+  #room?: { promise: Promise<void>; resolve: () => void };
+  /** Acks, naks and terms of one event-loop turn go out together: one socket write, not one each. */
+  #settles: (() => void)[] = [];
+  #settled?: { promise: Promise<void>; resolve: () => void };
+  readonly #running = new Set<Cancellation>();
   readonly #stop = new AbortController();
   readonly #stopped = new Promise<void>((resolve) => this.#stop.signal.addEventListener("abort", () => resolve(), { once: true }));
   #loop?: Promise<void>;
@@ -72,21 +80,25 @@ export class JetStreamTrigger {
   async start(): Promise<void> {
     const t = this.fn.trigger as { stream: string };
     const consumer = await this.#deps.js.consumers.get(t.stream, this.fn.consumer);
+    this.#heartbeat = setInterval(() => {
+      for (const m of this.#leased) m.working();
+    }, Math.max(250, Math.floor(this.fn.ackWaitMs / 3)));
+    this.#heartbeat.unref();
     this.#loop = this.#run(consumer).catch((err) => {
       this.#log.error({ err: coerceError(err) }, "consumer loop ended with an error");
     });
   }
 
   /**
-   * Pulls with fetch() only for capacity this worker has, so a message never waits unleased in a
-   * client buffer: from the moment it arrives it is processed, and its lease kept, at once. A new
-   * pull is made when at least half the capacity is free (batching) or nothing is held.
+   * Pulls with fetch() only for capacity this worker has (`prefetch` messages held at most), so a
+   * message never waits unleased in a client buffer: from the moment it arrives it is leased and
+   * processed. A new pull is made when half the capacity is free (batching) or nothing is held.
    */
   async #run(consumer: Consumer): Promise<void> {
-    const limit = this.fn.concurrency * 2;
+    const limit = this.fn.prefetch;
     const batchAt = Math.max(1, Math.floor(limit / 2));
     while (!this.#stop.signal.aborted) {
-      while (this.#held.size > limit - batchAt && !this.#stop.signal.aborted) await Promise.race([...this.#held, this.#stopped]);
+      while (this.#held.size > limit - batchAt && !this.#stop.signal.aborted) await this.#waitForRoom();
       if (this.#stop.signal.aborted) break;
       await this.#slowForOutputs();
       let batch: ConsumerMessages;
@@ -104,12 +116,57 @@ export class JetStreamTrigger {
           await this.#defer(m, 0, "shutdown").catch(() => m.nak());
           continue;
         }
-        const p = this.#process(m)
+        this.#leased.add(m);
+        const p: Promise<void> = this.#process(m)
           .catch((err) => this.#log.child({ seq: m.seq }).error({ err: coerceError(err) }, "message processing failed"))
-          .finally(() => this.#held.delete(p));
+          .finally(() => {
+            this.#leased.delete(m);
+            this.#held.delete(p);
+            this.#room?.resolve();
+          });
         this.#held.add(p);
       }
     }
+  }
+
+  #waitForRoom(): Promise<void> {
+    if (!this.#room) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#room = {
+        promise,
+        resolve: () => {
+          this.#room = undefined;
+          resolve();
+        },
+      };
+    }
+    return this.#room.promise;
+  }
+
+  /** Queues an ack/nak/term for the end of this event-loop turn; resolves once it was sent. */
+  #settleSoon(settle: () => void): Promise<void> {
+    this.#settles.push(settle);
+    if (!this.#settled) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.#settled = { promise, resolve };
+      setImmediate(() => {
+        const batch = this.#settles;
+        const done = this.#settled!;
+        this.#settles = [];
+        this.#settled = undefined;
+        for (const fn of batch) {
+          try {
+            fn();
+          } catch (err) {
+            this.#log.warn({ err: coerceError(err) }, "could not settle a message; it will be redelivered");
+          }
+        }
+        done.resolve();
+      });
+    }
+    return this.#settled.promise;
   }
 
   /** Pulls more slowly while a stream this function feeds is above high water. */
@@ -127,9 +184,6 @@ export class JetStreamTrigger {
     const fn = this.fn;
     fn.stats.received++;
     const started = process.hrtime.bigint();
-    // keep the lease for as long as this worker holds the message, waiting or running
-    const heartbeat = setInterval(() => m.working(), Math.max(250, Math.floor(fn.ackWaitMs / 3)));
-    heartbeat.unref();
     const deliveryCount = m.info.deliveryCount;
     let deferrals = 0;
     let span: Span | undefined;
@@ -147,7 +201,7 @@ export class JetStreamTrigger {
         deliveryCount,
       };
       const parent = extractContext(m.headers);
-      span = startDeliverySpan("process", m.subject, parent, {
+      span = startDeliverySpan("process", m.subject, parent, () => ({
         [Attr.messageId]: info.msgId,
         [Attr.consumerGroup]: fn.consumer,
         [Attr.subscription]: fn.consumer,
@@ -158,12 +212,11 @@ export class JetStreamTrigger {
         [Attr.fn]: fn.id,
         [Attr.attempt]: info.attempt,
         [Attr.correlationId]: headers[Header.CorrelationId] ?? info.msgId,
-      });
-      const delivery: Delivery = { span, otel: trace.setSpan(parent, span), log: deliveryLogger(this.#deps.log, info, span) };
+      }));
+      const delivery = new Delivery(span, trace.setSpan(parent, span), this.#deps.log, info);
       const outcome = await this.#decide(m, info, delivery);
       await this.#settle(m, info, outcome, deferrals, delivery);
     } finally {
-      clearInterval(heartbeat);
       const elapsed = process.hrtime.bigint() - started;
       fn.stats.processingNs += elapsed;
       fn.stats.recent.add(Number(elapsed) / 1e6);
@@ -216,10 +269,10 @@ export class JetStreamTrigger {
 
     return this.#queue.add(async (): Promise<Outcome> => {
       if (this.#stop.signal.aborted) return { kind: "defer", delayMs: 0, why: "shutdown" };
-      const ac = new AbortController();
-      this.#running.set(ac, true);
+      const ac = new Cancellation();
+      this.#running.add(ac);
       try {
-        const ctx = createContext(fn, info, this.#deps, ac.signal, () => m.working(), delivery);
+        const ctx = createContext(fn, info, this.#deps, ac, () => m.working(), delivery);
         await otelContext.with(delivery.otel, () => runHandler(fn, payload, ctx, ac));
         if (idemKey !== undefined) {
           await this.#deps.runs.markDone(fn.id, idemKey, info.msgId).catch((err) =>
@@ -252,13 +305,13 @@ export class JetStreamTrigger {
     await this.#deps.runs.addDeferral(this.fn.consumer, m.seq).catch((err) =>
       log.warn({ err: coerceError(err) }, "could not record a deferral; it will count as an attempt"),
     );
-    m.nak(delayMs);
+    await this.#settleSoon(() => m.nak(delayMs));
     log.debug({ delay_ms: delayMs, why }, "deferred");
   }
 
   async #settle(m: JsMsg, info: MessageInfo, outcome: Outcome, deferrals: number, delivery: Delivery): Promise<void> {
     const fn = this.fn;
-    const { log, span } = delivery;
+    const span = delivery.span;
     const cleanup = () => {
       if (deferrals > 0) this.#deps.runs.clearDeferrals(fn.consumer, m.seq).catch(() => {});
     };
@@ -267,19 +320,19 @@ export class JetStreamTrigger {
         fn.stats.succeeded++;
         if (fn.def.doubleAck) {
           const ok = await m.ackAck().catch(() => false);
-          if (!ok) log.warn({}, "double ack not confirmed; the message may be redelivered");
-        } else m.ack();
+          if (!ok) delivery.log.warn({}, "double ack not confirmed; the message may be redelivered");
+        } else await this.#settleSoon(() => m.ack());
         cleanup();
         endSpan(span, "ack");
         return;
       case "retry":
         fn.stats.failed++;
-        m.nak(outcome.delayMs);
-        log.warn({ attempt: info.attempt, delay_ms: outcome.delayMs, error: outcome.error }, "handler failed; retrying");
+        await this.#settleSoon(() => m.nak(outcome.delayMs));
+        delivery.log.warn({ attempt: info.attempt, delay_ms: outcome.delayMs, error: outcome.error }, "handler failed; retrying");
         endSpan(span, "nak", outcome.error);
         return;
       case "defer":
-        await this.#defer(m, outcome.delayMs, outcome.why, log);
+        await this.#defer(m, outcome.delayMs, outcome.why, delivery.log);
         span.setAttribute("syntropism.defer_reason", outcome.why);
         endSpan(span, "defer");
         return;
@@ -296,16 +349,15 @@ export class JetStreamTrigger {
         } catch (err) {
           // the dead letter could not be written: keep the message and try again later
           const delay = backoffDelay(fn.backoff, info.attempt);
-          log.error({ err: coerceError(err) }, "could not write dead letter; message kept");
-          m.nak(delay);
+          delivery.log.error({ err: coerceError(err) }, "could not write dead letter; message kept");
+          await this.#settleSoon(() => m.nak(delay));
           endSpan(span, "nak", { code: outcome.error.code, message: `dead letter not written: ${(err as Error).message}` });
           return;
         }
         fn.stats.deadLettered++;
-        if (this.#deps.features.termReason) m.term(outcome.reason);
-        else m.term();
+        await this.#settleSoon(() => (this.#deps.features.termReason ? m.term(outcome.reason) : m.term()));
         cleanup();
-        log.warn({ reason: outcome.reason, error: outcome.error }, "dead-lettered");
+        delivery.log.warn({ reason: outcome.reason, error: outcome.error }, "dead-lettered");
         endSpan(span, "term", outcome.error);
         return;
       }
@@ -318,11 +370,20 @@ export class JetStreamTrigger {
    */
   async stop(graceMs: number): Promise<void> {
     if (!this.#stop.signal.aborted) this.#stop.abort();
+    this.#room?.resolve();
+    try {
+      await this.#drain(graceMs);
+    } finally {
+      clearInterval(this.#heartbeat);
+    }
+  }
+
+  async #drain(graceMs: number): Promise<void> {
     await this.#loop;
     const settled = Promise.allSettled([...this.#held]);
     const timer = sleep(graceMs, "timeout" as const, { ref: false });
     if ((await Promise.race([settled.then(() => "done" as const), timer])) === "timeout") {
-      for (const ac of this.#running.keys()) ac.abort(new ShutdownAbort());
+      for (const ac of this.#running) ac.abort(new ShutdownAbort());
       await Promise.race([Promise.allSettled([...this.#held]), sleep(2000, undefined, { ref: false })]);
     }
   }

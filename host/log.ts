@@ -59,7 +59,8 @@ function jsonSafe(value: unknown): unknown {
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const min = LEVELS[options.level ?? levelFromEnv()];
+  const level = options.level ?? levelFromEnv();
+  const min = LEVELS[level];
   const sink = options.sink ?? defaultSink;
   const bindings: Fields = { ...(options.bindings ?? {}) };
 
@@ -101,7 +102,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: (f, m) => write("info", f, m),
     warn: (f, m) => write("warn", f, m),
     error: (f, m) => write("error", f, m),
-    child: (more) => createLogger({ level: options.level, sink, bindings: { ...bindings, ...more } }),
+    child: (more) => createLogger({ level, sink, bindings: { ...bindings, ...more } }),
     bindings,
   };
 }

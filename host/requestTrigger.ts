@@ -1,12 +1,12 @@
 import PQueue from "p-queue";
 import { headers as natsHeaders, nuid, type Msg, type Subscription } from "@nats-io/transport-node";
 import type { MessageInfo } from "./define.ts";
-import { createContext, decodePayload, deliveryLogger, encodeJson, type ContextDeps, type Delivery } from "./context.ts";
+import { createContext, decodePayload, Delivery, encodeJson, type ContextDeps } from "./context.ts";
 import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
 import { ErrorCode, coerceError, isNonRetriable, serializeError, type SerializedError } from "./errors.ts";
 import { Header, headerRecord } from "./headers.ts";
 import type { ResolvedFunction } from "./resolved.ts";
-import { runHandler, ShutdownAbort } from "./runHandler.ts";
+import { Cancellation, runHandler, ShutdownAbort } from "./runHandler.ts";
 
 // Core request-reply in a queue group: every worker subscribes, the server picks one per request.
 // The reply is the handler's result as JSON; a failure replies `{ "error": { name, code, message } }`
@@ -18,7 +18,7 @@ export class RequestTrigger {
   readonly fn: ResolvedFunction;
   readonly #deps: ContextDeps;
   readonly #queue: PQueue;
-  readonly #running = new Set<AbortController>();
+  readonly #running = new Set<Cancellation>();
   #sub?: Subscription;
 
   constructor(fn: ResolvedFunction, deps: ContextDeps) {
@@ -63,14 +63,14 @@ export class RequestTrigger {
       deliveryCount: 1,
     };
     const parent = extractContext(msg.headers);
-    const span = startDeliverySpan("request", msg.subject, parent, {
+    const span = startDeliverySpan("request", msg.subject, parent, () => ({
       [Attr.messageId]: info.msgId,
       [Attr.consumerGroup]: this.#queueGroup,
       [Attr.bodySize]: msg.data.length,
       [Attr.fn]: fn.id,
       [Attr.correlationId]: headers[Header.CorrelationId] ?? info.msgId,
-    });
-    const delivery: Delivery = { span, otel: trace.setSpan(parent, span), log: deliveryLogger(this.#deps.log, info, span) };
+    }));
+    const delivery = new Delivery(span, trace.setSpan(parent, span), this.#deps.log, info);
     try {
       const decoded = decodePayload(fn, msg.data);
       if (!decoded.ok) {
@@ -79,10 +79,10 @@ export class RequestTrigger {
         endSpan(span, "error", error);
         return;
       }
-      const ac = new AbortController();
+      const ac = new Cancellation();
       this.#running.add(ac);
       try {
-        const ctx = createContext(fn, info, this.#deps, ac.signal, () => {}, delivery);
+        const ctx = createContext(fn, info, this.#deps, ac, () => {}, delivery);
         const result = await otelContext.with(delivery.otel, () => runHandler(fn, decoded.payload, ctx, ac));
         fn.stats.succeeded++;
         if (msg.reply) msg.respond(encodeJson(result ?? null));

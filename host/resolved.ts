@@ -50,6 +50,8 @@ export type ResolvedFunction = {
   /** Durable consumer name (JetStream) — the id with `/` replaced by `_`. */
   consumer: string;
   concurrency: number;
+  /** Messages one worker holds at once (≥ concurrency). */
+  prefetch: number;
   timeoutMs: number;
   maxDeliver: number;
   ackWaitMs: number;
@@ -99,13 +101,15 @@ export function resolveFunction(id: string, file: string, def: FunctionDefinitio
   }
   const b = def.backoff ?? {};
   const bd = defaults.backoff;
+  const concurrency = int("concurrency", def.concurrency, defaults.concurrency);
   return {
     id,
     file,
     def,
     trigger: t.output as Trigger,
     consumer: consumerNameOf(id),
-    concurrency: int("concurrency", def.concurrency, defaults.concurrency),
+    concurrency,
+    prefetch: Math.max(concurrency, int("prefetch", def.prefetch, defaults.prefetch)),
     timeoutMs: int("timeoutMs", def.timeoutMs, defaults.timeoutMs),
     maxDeliver: int("maxDeliver", def.maxDeliver, defaults.maxDeliver),
     ackWaitMs: int("ackWaitMs", def.ackWaitMs, defaults.ackWaitMs, 1000),

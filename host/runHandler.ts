@@ -11,25 +11,55 @@ export class ShutdownAbort extends Error {
 }
 
 /**
- * Runs a handler with its timeout. The handler's signal is aborted when the timeout passes (or by
- * `ac` from outside); the returned promise settles then even if the handler ignores the signal.
+ * The cancellation of one handler run. Its AbortSignal is made only when the handler reads
+ * `ctx.signal`: most handlers never do, and an AbortController per message is measurable.
  */
-export async function runHandler(fn: ResolvedFunction, payload: unknown, ctx: FunctionContext, ac: AbortController): Promise<unknown> {
-  const timer = setTimeout(
-    () => ac.abort(new HostError(ErrorCode.Timeout, `${fn.id} did not finish within ${fn.timeoutMs} ms`)),
-    fn.timeoutMs,
-  );
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(ac.signal.reason);
-    if (ac.signal.aborted) onAbort();
-    else ac.signal.addEventListener("abort", onAbort, { once: true });
-  });
+export class Cancellation {
+  #ac?: AbortController;
+  #reason?: unknown;
+  #aborted = false;
+  #onAbort?: (reason: unknown) => void;
+
+  get signal(): AbortSignal {
+    if (!this.#ac) {
+      this.#ac = new AbortController();
+      if (this.#aborted) this.#ac.abort(this.#reason);
+    }
+    return this.#ac.signal;
+  }
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#ac?.abort(reason);
+    this.#onAbort?.(reason);
+  }
+
+  /** Rejects with the abort reason when (or if already) aborted. */
+  rejection(): Promise<never> {
+    return new Promise<never>((_, reject) => {
+      if (this.#aborted) reject(this.#reason);
+      else this.#onAbort = reject;
+    });
+  }
+}
+
+/**
+ * Runs a handler with its timeout. The handler's signal is aborted when the timeout passes (or by
+ * `cancel` from outside); the returned promise settles then even if the handler ignores the signal.
+ */
+export async function runHandler(fn: ResolvedFunction, payload: unknown, ctx: FunctionContext, cancel: Cancellation): Promise<unknown> {
+  const timer = setTimeout(() => cancel.abort(new HostError(ErrorCode.Timeout, `${fn.id} did not finish within ${fn.timeoutMs} ms`)), fn.timeoutMs);
+  const aborted = cancel.rejection();
   try {
     return await Promise.race([Promise.resolve().then(() => fn.def.handler(payload, ctx)), aborted]);
   } finally {
     clearTimeout(timer);
-    ac.signal.removeEventListener("abort", onAbort);
     aborted.catch(() => {});
   }
 }

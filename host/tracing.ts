@@ -1,4 +1,5 @@
 import {
+  INVALID_SPAN_CONTEXT,
   context as otelContext,
   propagation,
   trace,
@@ -54,10 +55,26 @@ const setter: TextMapSetter<MsgHdrs> = {
   set: (h, key, value) => h.set(key, value),
 };
 
+const NOOP_SPAN = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 let propagatorChecked = false;
+let recording = false;
+
+/**
+ * Whether an SDK records spans. Probed with a span that is never ended (so never exported); when
+ * nothing records, the host skips span work and only carries the incoming context along.
+ */
+export function refreshTracingActive(): boolean {
+  recording = tracer().startSpan("syntropism.probe").isRecording();
+  return recording;
+}
+
+export function tracingActive(): boolean {
+  return recording;
+}
 
 /** Installs the W3C propagator unless an SDK already registered one. */
 export function ensurePropagator(): void {
+  refreshTracingActive();
   if (propagatorChecked) return;
   propagatorChecked = true;
   if (propagation.fields().length === 0) propagation.setGlobalPropagator(new W3CTraceContextPropagator());
@@ -80,13 +97,14 @@ export function injectContext(ctx: Context, h: MsgHdrs): void {
  * A span for one delivery attempt (or one request), child of the producer's context and linked to
  * it, so the trace runs end to end and each attempt is its own span.
  */
-export function startDeliverySpan(kind: "process" | "request", subject: string, parent: Context, attrs: Attributes): Span {
+export function startDeliverySpan(kind: "process" | "request", subject: string, parent: Context, attrs: () => Attributes): Span {
   const producer = trace.getSpanContext(parent);
+  if (!recording) return trace.wrapSpanContext(producer ?? INVALID_SPAN_CONTEXT);
   return tracer().startSpan(
     `process ${subject}`,
     {
       kind: kind === "request" ? SpanKind.SERVER : SpanKind.CONSUMER,
-      attributes: { [Attr.system]: "nats", [Attr.destination]: subject, [Attr.operationType]: "process", [Attr.operationName]: kind, ...attrs },
+      attributes: { [Attr.system]: "nats", [Attr.destination]: subject, [Attr.operationType]: "process", [Attr.operationName]: kind, ...attrs() },
       links: producer ? [{ context: producer }] : [],
     },
     parent,
@@ -95,6 +113,11 @@ export function startDeliverySpan(kind: "process" | "request", subject: string, 
 
 /** A producer (publish) or client (request) span under `parent`, whose context goes into `h`. */
 export function startSendSpan(kind: "send" | "request", subject: string, parent: Context, h: MsgHdrs, attrs: Attributes = {}): { span: Span; ctx: Context } {
+  if (!recording) {
+    // nothing records: pass the incoming context straight on
+    injectContext(parent, h);
+    return { span: NOOP_SPAN, ctx: parent };
+  }
   const span = tracer().startSpan(
     `${kind} ${subject}`,
     {
@@ -109,6 +132,7 @@ export function startSendSpan(kind: "send" | "request", subject: string, parent:
 }
 
 export function endSpan(span: Span, outcome: Outcome, error?: { code?: string; message: string }): void {
+  if (!span.isRecording()) return;
   span.setAttribute(Attr.outcome, outcome);
   if (error) {
     span.setStatus({ code: SpanStatusCode.ERROR, message: error.code ? `${error.code}: ${error.message}` : error.message });

@@ -110,7 +110,7 @@ describe("rate limits and backpressure", () => {
     assert.equal(fn.stats.failed, 0);
   });
 
-  it("runs at most `concurrency` handlers and holds at most twice that many messages per worker", async () => {
+  it("runs at most `concurrency` handlers and holds at most `prefetch` messages per worker", async () => {
     const n = 24;
     for (let i = 0; i < n; i++) await nats.js.publish("jobs.work", json({ id: `c.${i}`, ms: 150 }));
     let maxAckPending = 0;
@@ -121,7 +121,7 @@ describe("rate limits and backpressure", () => {
     }, 30_000, 20);
     const peak = Math.max(...got.map((r) => r.running));
     assert.equal(peak, 4, `peak concurrency ${peak}; jobs/work allows 4`);
-    assert.ok(maxAckPending <= 8, `the worker held ${maxAckPending} messages; the bound is 2 × 4`);
+    assert.ok(maxAckPending <= 8, `the worker held ${maxAckPending} messages; its prefetch is 8`);
     assert.ok(maxAckPending > 4, `held only ${maxAckPending}: the pull did not batch ahead`);
   });
 
