@@ -20,7 +20,17 @@ export type RequestTrigger = {
   queue?: string;
 };
 
-export type Trigger = JetStreamTrigger | RequestTrigger;
+/**
+ * Runs on every `everyMs` boundary of the wall clock, on every worker; the handler gets
+ * `{ tick, scheduledAt, everyMs }`. What it publishes is de-duplicated across workers (the msg ids
+ * derive from the tick), so publishing `tick` for a window yields exactly one message.
+ */
+export type ScheduleTrigger = {
+  type: "schedule";
+  everyMs: number;
+};
+
+export type Trigger = JetStreamTrigger | RequestTrigger | ScheduleTrigger;
 
 export type Backoff = {
   /** Delay before the second attempt. Default 1000 ms. */

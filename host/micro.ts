@@ -18,12 +18,13 @@ function endpointOf(fn: ResolvedFunction) {
   const t = fn.trigger;
   return {
     name: fn.consumer,
-    subject: t.subject,
+    subject: t.type === "schedule" ? `schedule.${fn.consumer}` : t.subject,
     queue_group: t.type === "request" ? (t.queue ?? fn.consumer) : fn.consumer,
     metadata: {
       function: fn.id,
       trigger: t.type,
       ...(t.type === "jetstream" ? { stream: t.stream, consumer: fn.consumer } : {}),
+      ...(t.type === "schedule" ? { every_ms: String(t.everyMs) } : {}),
       ...(fn.def.description ? { description: fn.def.description } : {}),
     },
   };

@@ -13,6 +13,7 @@ export type {
   PublishOptions,
   RateLimit,
   RequestTrigger,
+  ScheduleTrigger,
   Trigger,
 } from "./define.ts";
 export { defineConfig } from "./config.ts";

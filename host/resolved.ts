@@ -69,6 +69,7 @@ const subject = v.pipe(v.string(), v.check((s) => isValidSubject(s, { wildcards:
 const TriggerSchema = v.variant("type", [
   v.strictObject({ type: v.literal("jetstream"), stream: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_-]+$/)), subject }),
   v.strictObject({ type: v.literal("request"), subject, queue: v.optional(v.string()) }),
+  v.strictObject({ type: v.literal("schedule"), everyMs: v.pipe(v.number(), v.integer(), v.minValue(10)) }),
 ]);
 
 export function consumerNameOf(id: string): string {

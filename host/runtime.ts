@@ -22,6 +22,7 @@ import { discoverFunctions, importFunction } from "./loader.ts";
 import { MicroResponder } from "./micro.ts";
 import { RateLimiter } from "./rateLimit.ts";
 import { RequestTrigger } from "./requestTrigger.ts";
+import { ScheduleTrigger } from "./scheduleTrigger.ts";
 import { resolveFunction, type ResolvedFunction } from "./resolved.ts";
 import { RunRecords } from "./runRecords.ts";
 import { featuresOf, missingFeatures, type ServerFeatures } from "./serverFeatures.ts";
@@ -44,7 +45,7 @@ export type HostOptions = {
   name?: string;
 };
 
-type Trigger = JetStreamTrigger | RequestTrigger;
+type Trigger = JetStreamTrigger | RequestTrigger | ScheduleTrigger;
 type Loaded = { fn: ResolvedFunction; trigger: Trigger; mtimeMs: number };
 
 export class Host {
@@ -149,8 +150,11 @@ export class Host {
       await ensureConsumer(this.jsm, fn);
       trigger = new JetStreamTrigger(fn, this.#deps());
       await trigger.start();
-    } else {
+    } else if (fn.trigger.type === "request") {
       trigger = new RequestTrigger(fn, this.#deps());
+      trigger.start();
+    } else {
+      trigger = new ScheduleTrigger(fn, this.#deps());
       trigger.start();
     }
     this.#loaded.set(fn.id, { fn, trigger, mtimeMs });
@@ -236,7 +240,7 @@ export function consumerConfigOf(fn: ResolvedFunction): Partial<ConsumerConfig> 
     description: `syntropism function ${fn.id}`,
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
-    filter_subject: fn.trigger.subject,
+    filter_subject: (fn.trigger as { subject: string }).subject,
     ack_wait: nanos(fn.ackWaitMs),
     // the host counts attempts itself (deferrals do not count), so the server never gives up
     max_deliver: -1,

@@ -53,7 +53,7 @@ describe("request trigger and $SRV", () => {
     }>();
     assert.equal(info.type, "io.nats.micro.v1.info_response");
     const fns = info.endpoints.map((e) => e.metadata.function).sort();
-    assert.deepEqual(fns, ["jobs/fill", "jobs/limited", "jobs/once", "jobs/record", "jobs/throttled", "jobs/work", "reqs/echo", "tr/entry", "tr/step1", "tr/step2"]);
+    assert.deepEqual(fns, ["jobs/fill", "jobs/limited", "jobs/once", "jobs/record", "jobs/throttled", "jobs/work", "reqs/echo", "sched/tick", "tr/entry", "tr/step1", "tr/step2"]);
     const echo = info.endpoints.find((e) => e.metadata.function === "reqs/echo")!;
     assert.equal(echo.subject, "req.echo");
     const stats = (await nats.nc.request("$SRV.STATS.fixtures", "", { timeout: 2000 })).json<{
@@ -64,6 +64,29 @@ describe("request trigger and $SRV", () => {
     const s = stats.endpoints.find((e) => e.name === "reqs_echo")!;
     assert.ok(s.num_requests >= 8, `echo handled ${s.num_requests}`);
     assert.ok(s.num_errors >= 1);
+  });
+});
+
+describe("schedule trigger", () => {
+  const hooks = suiteScope(after);
+  let nats: TestNats;
+  before(async () => {
+    nats = await startTestNats(hooks);
+  });
+
+  it("fires on every boundary in every worker, and what it publishes is kept once per tick", async () => {
+    const { host: a } = await startHost(hooks, nats);
+    const { host: b } = await startHost(hooks, nats);
+    await waitFor("ten ticks", async () => (await readSubject(nats.jsm, "OUT", "out.tick")).length >= 10 || undefined, 10_000);
+    const ticks = (await readSubject(nats.jsm, "OUT", "out.tick")).map((m) => m.json<{ tick: number }>().tick);
+    assert.equal(new Set(ticks).size, ticks.length, `a tick was stored twice: ${ticks.join(",")}`);
+    const sorted = [...ticks].sort((x, y) => x - y);
+    assert.deepEqual(ticks, sorted, "ticks out of order");
+    assert.ok(sorted.at(-1)! - sorted[0]! <= ticks.length, `ticks were skipped: ${ticks.join(",")}`);
+    for (const h of [a, b]) {
+      const fn = h.functions.find((f) => f.id === "sched/tick")!;
+      assert.ok(fn.stats.received >= 8, `a worker fired only ${fn.stats.received} times`);
+    }
   });
 });
 
