@@ -1,4 +1,5 @@
 import { defineConfig } from "syntropism";
+import { AUDIT_SUBJECTS } from "./economy/catalogue.ts";
 
 // Every stream, consumer default and KV bucket the project's functions use. `host streams plan`
 // compares this with the server; `host streams apply` (or `host start --apply`, or `npm start`)
@@ -6,11 +7,43 @@ import { defineConfig } from "syntropism";
 // and host_runs buckets.
 export default defineConfig({
   service: { name: "syntropism", version: "0.1.0" },
-  streams: [],
-  kv: [],
+  streams: [
+    {
+      name: "MARKET",
+      description: "Bids and auction ticks (work queue)",
+      subjects: ["market.bid.*", "market.tick"],
+      retention: "workqueue",
+      maxMsgs: 1_000_000,
+      maxBytes: 1024 * 1024 * 1024,
+      discard: "new",
+    },
+    {
+      name: "ECONOMY",
+      description: "Economy commands: genesis, transfers, spawns, rewards, prompts, messages (work queue)",
+      subjects: ["admin.genesis", "admin.reward.grant", "economic.transfer.*", "economic.spawn.*", "agent.*.prompt", "agent.*.message"],
+      retention: "workqueue",
+      maxMsgs: 1_000_000,
+      maxBytes: 1024 * 1024 * 1024,
+      discard: "new",
+    },
+    {
+      name: "AUDIT",
+      description: "Every economic fact as an event envelope (economy/catalogue.ts)",
+      subjects: AUDIT_SUBJECTS,
+      retention: "limits",
+      storage: "file",
+      maxAgeMs: 30 * 24 * 3600 * 1000,
+      maxBytes: 10 * 1024 * 1024 * 1024,
+      discard: "old",
+    },
+  ],
+  kv: [
+    { bucket: "agent_state", description: "Per-agent balance read model (rebuilt from the ledger)", history: 1 },
+    { bucket: "market_prices", description: "Per-resource price read model", history: 5 },
+  ],
   consumerDefaults: {
     ackWaitMs: 30_000,
-    maxAckPending: 1000,
+    maxAckPending: 10_000,
     concurrency: 8,
     timeoutMs: 30_000,
     maxDeliver: 5,

@@ -1,0 +1,88 @@
+import * as v from "valibot";
+
+// The event catalogue: every fact the economy states, its subject on the audit stream and the
+// schema of its payload. The audit stream's subjects, the validation of emitted events and the
+// table in docs/economy.md all come from here. Amounts in payloads are credits (numbers, up to six
+// decimals); the ledger keeps micro-credits.
+
+const id = v.pipe(v.string(), v.minLength(1));
+const credits = v.pipe(v.number(), v.finite(), v.minValue(0));
+const resource = v.picklist(["cpu", "memory", "tokens", "attention"]);
+
+export const EVENTS = {
+  agent_spawned: {
+    subject: "system.agent_spawned",
+    description: "an agent exists: created at genesis (parent null) or spawned by a parent",
+    schema: v.object({ agent_id: id, parent_id: v.nullable(id), credits }),
+  },
+  credits_minted: {
+    subject: "economic.credits_minted",
+    description: "new credits from the mint: a genesis grant or a human reward",
+    schema: v.object({ agent_id: id, amount: credits, kind: v.picklist(["genesis", "reward"]), balance: credits }),
+  },
+  credits_transferred: {
+    subject: "economic.credits_transferred",
+    description: "credits moved from one agent to another (transfer, spawn funding)",
+    schema: v.object({ from: id, to: id, amount: credits, kind: v.string(), from_balance: credits, to_balance: credits }),
+  },
+  credits_burned: {
+    subject: "economic.credits_burned",
+    description: "credits spent on resources, removed from circulation",
+    schema: v.object({ agent_id: id, amount: credits, bid_id: v.string(), window_id: v.number(), balance: credits }),
+  },
+  bid_placed: {
+    subject: "market.bid_placed",
+    description: "a bid was accepted into a window's auction; its amount is reserved",
+    schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource, quantity: v.number(), price: credits, amount: credits }),
+  },
+  bid_rejected: {
+    subject: "market.bid_rejected",
+    description: "a bid was refused: reason INSUFFICIENT_FUNDS, UNKNOWN_AGENT, BELOW_MARKET_PRICE, EXCEEDS_SUPPLY",
+    schema: v.object({ agent_id: v.string(), reason: v.string(), message: v.string(), resource: v.optional(v.string()), amount: v.optional(credits) }),
+  },
+  resources_allocated: {
+    subject: "market.resources_allocated",
+    description: "a bid won its window: the resources are the agent's for the window",
+    schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource, quantity: v.number(), price: credits, amount: credits }),
+  },
+  bid_lost: {
+    subject: "market.bid_lost",
+    description: "a bid did not win (OUTBID, EXCEEDS_SUPPLY, BELOW_RESERVE); nothing was charged",
+    schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource, reason: v.string() }),
+  },
+  price_update: {
+    subject: "market.price_update",
+    description: "a resource's price after a window, from its utilization (also a core broadcast)",
+    schema: v.object({ resource, window_id: v.number(), price: credits, previous_price: credits, utilization: v.number(), supply: v.number(), demand: v.number(), allocated: v.number() }),
+  },
+  window_cleared: {
+    subject: "market.window_cleared",
+    description: "a window's auction ran (exactly once)",
+    schema: v.object({ window_id: v.number(), bids: v.number(), winners: v.number(), burned: credits }),
+  },
+  prompt_posted: {
+    subject: "system.prompt_posted",
+    description: "an agent asked a human for attention",
+    schema: v.object({ prompt_id: v.string(), agent_id: id, question: v.string() }),
+  },
+  reward_granted: {
+    subject: "economic.reward_granted",
+    description: "a human rewarded an agent; the reward was minted",
+    schema: v.object({ agent_id: id, amount: credits, prompt_id: v.nullable(v.string()), reason: v.string(), balance: credits }),
+  },
+  message_sent: {
+    subject: "system.message_sent",
+    description: "an agent sent another agent a message (delivered on agent.<to>.inbox)",
+    schema: v.object({ message_id: v.string(), from: id, to: id, body: v.string() }),
+  },
+} as const;
+
+export type EventType = keyof typeof EVENTS;
+export type EventPayload<T extends EventType> = v.InferOutput<(typeof EVENTS)[T]["schema"]>;
+
+/** Every audit subject, for the AUDIT stream's declaration. */
+export const AUDIT_SUBJECTS: string[] = [...new Set(Object.values(EVENTS).map((e) => e.subject))];
+
+export function subjectOf(type: EventType): string {
+  return EVENTS[type].subject;
+}

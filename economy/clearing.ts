@@ -1,0 +1,98 @@
+import type { Sql } from "./db.ts";
+import { bidAmount, clearWindow, RESOURCES, type AuctionBid, type Resource } from "./auction.ts";
+import { recordEvents, type Cause, type EventInput } from "./events.ts";
+import { burn, inTransaction } from "./ledger.ts";
+import { toCredits } from "./money.ts";
+import { nextPrice } from "./pricing.ts";
+
+// Clearing window W, exactly once: the market_windows row for W is the guard (a second tick for W,
+// from a redelivery or another worker, finds it and changes nothing). Every open bid of W or
+// earlier takes part, so a bid that missed its window's clearing joins the next one. Winners'
+// amounts are burned, losers are released, prices move with utilization — one transaction.
+
+export type ClearingResult = {
+  windowId: number;
+  duplicate: boolean;
+  winners: number;
+  losers: number;
+  burned: number;
+  /** Agents whose balances changed or were released, for the read models. */
+  agents: string[];
+};
+
+type BidRow = { id: bigint; agent_id: string; resource: Resource; quantity: bigint; price_per_unit: bigint; amount: bigint; stream_seq: bigint | null; window_id: bigint };
+type MarketRow = { resource: Resource; supply: bigint; price: bigint; floor_price: bigint; target_utilization: number };
+
+export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number): Promise<ClearingResult> {
+  return inTransaction(sql, async (tx) => {
+    const claimed = await tx`INSERT INTO market_windows (window_id, source_msg_id) VALUES (${windowId}, ${cause.sourceMsgId})
+                             ON CONFLICT DO NOTHING RETURNING window_id`;
+    if (!claimed.length) return { windowId, duplicate: true, winners: 0, losers: 0, burned: 0, agents: [] };
+
+    const rows = await tx<BidRow[]>`
+      SELECT id, agent_id, resource, quantity, price_per_unit, amount, stream_seq, window_id FROM bids
+       WHERE status = 'open' AND window_id <= ${windowId} ORDER BY id FOR UPDATE`;
+    const market = await tx<MarketRow[]>`SELECT resource, supply, price, floor_price, target_utilization FROM market_state ORDER BY resource FOR UPDATE`;
+    const byResource = new Map(market.map((m) => [m.resource, m]));
+    const bids: AuctionBid[] = rows.map((r) => ({
+      id: String(r.id),
+      agentId: r.agent_id,
+      resource: r.resource,
+      quantity: Number(r.quantity),
+      pricePerUnit: Number(r.price_per_unit),
+      // bids without a stream sequence (requests) rank by id after sequenced ones of the same price
+      streamSeq: r.stream_seq === null ? Number.MAX_SAFE_INTEGER - 1e9 + Number(r.id) : Number(r.stream_seq),
+    }));
+    const supply = Object.fromEntries(RESOURCES.map((r) => [r, Number(byResource.get(r)?.supply ?? 0)])) as Record<Resource, number>;
+    const reserves = Object.fromEntries(RESOURCES.map((r) => [r, Number(byResource.get(r)?.price ?? 0)])) as Record<Resource, number>;
+    // bids were checked against the price when placed; the reserve is the floor at clearing
+    const floors = Object.fromEntries(RESOURCES.map((r) => [r, Math.min(reserves[r], Number(byResource.get(r)?.floor_price ?? 0))])) as Record<Resource, number>;
+    const cleared = clearWindow(bids, supply, floors);
+
+    const events: EventInput[] = [];
+    const agents = new Set<string>();
+    let burned = 0n;
+    let winners = 0;
+    let losers = 0;
+    for (const r of RESOURCES) {
+      const c = cleared[r];
+      for (const w of c.winners) {
+        winners++;
+        agents.add(w.agentId);
+        const amount = BigInt(bidAmount(w));
+        // settle first: an open bid reserves its own amount, which the burn must be able to spend
+        await tx`UPDATE bids SET status = 'won', allocated_quantity = quantity, settled_at = now() WHERE id = ${w.id}`;
+        const receipt = await burn(tx, { sourceMsgId: `${cause.sourceMsgId}:burn:${w.id}`, from: w.agentId, amount, correlationId: cause.correlationId, causationId: cause.causationId, memo: { bid_id: w.id, window_id: windowId } });
+        await tx`UPDATE bids SET paid_tx_id = ${receipt.txId.toString()} WHERE id = ${w.id}`;
+        burned += amount;
+        const [bal] = await tx<{ balance: bigint }[]>`SELECT balance FROM accounts WHERE id = ${`agent:${w.agentId}`}`;
+        const base = { bid_id: w.id, agent_id: w.agentId, window_id: windowId };
+        events.push({ type: "resources_allocated", to: w.agentId, payload: { ...base, resource: r, quantity: w.quantity, price: toCredits(w.pricePerUnit), amount: toCredits(amount) } });
+        events.push({ type: "credits_burned", to: w.agentId, payload: { ...base, amount: toCredits(amount), balance: toCredits(bal!.balance) } });
+      }
+      for (const l of c.losers) {
+        losers++;
+        agents.add(l.bid.agentId);
+        await tx`UPDATE bids SET status = 'lost', reason = ${l.reason}, settled_at = now() WHERE id = ${l.bid.id}`;
+        events.push({ type: "bid_lost", to: l.bid.agentId, payload: { bid_id: l.bid.id, agent_id: l.bid.agentId, window_id: windowId, resource: r, reason: l.reason } });
+      }
+      const m = byResource.get(r);
+      if (!m) continue;
+      const demand = bids.filter((b) => b.resource === r).reduce((s, b) => s + b.quantity, 0);
+      const price = Number(m.price);
+      const next = nextPrice(price, c.utilization, { target: m.target_utilization, floor: Number(m.floor_price) });
+      await tx`UPDATE market_state SET price = ${next}, utilization = ${c.utilization}, window_id = ${windowId}, updated_at = now() WHERE resource = ${r}`;
+      await tx`INSERT INTO market_prices (window_id, resource, supply, demand, allocated, utilization, price, next_price)
+               VALUES (${windowId}, ${r}, ${c.supply}, ${demand}, ${c.allocated}, ${c.utilization}, ${price}, ${next})`;
+      // an idle market at its floor changes nothing: no event for a price that did not move
+      if (next !== price || demand > 0) events.push({
+        type: "price_update",
+        payload: { resource: r, window_id: windowId, price: toCredits(next), previous_price: toCredits(price), utilization: c.utilization, supply: c.supply, demand, allocated: c.allocated },
+      });
+    }
+    if (bids.length) events.push({ type: "window_cleared", payload: { window_id: windowId, bids: bids.length, winners, burned: toCredits(burned) } });
+    await tx`UPDATE market_windows SET summary = ${tx.json({ bids: bids.length, winners, losers, burned: burned.toString() })} WHERE window_id = ${windowId}`;
+    await recordEvents(tx, cause, events);
+    return { windowId, duplicate: false, winners, losers, burned: toCredits(burned), agents: [...agents] };
+  });
+}

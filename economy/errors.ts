@@ -1,0 +1,106 @@
+// The economy's error catalogue. Every error has a stable code; they are tiny named classes,
+// recognised by `instanceof` or by `name` + `code` (a module reloaded in dev may hold another copy
+// of this file). The economy's functions map them to the host's outcomes: a refused operation
+// (insufficient funds, unknown agent, bad amount, a reused message id) can never succeed, so it
+// becomes a NonRetriableError; anything else is retried.
+
+export const EconomyErrorCode = {
+  InsufficientFunds: "INSUFFICIENT_FUNDS",
+  UnknownAgent: "UNKNOWN_AGENT",
+  InvalidAmount: "INVALID_AMOUNT",
+  InvalidArgument: "INVALID_ARGUMENT",
+  /** The same source message id was used before for a different operation. */
+  IdempotencyConflict: "IDEMPOTENCY_CONFLICT",
+  Migration: "MIGRATION_FAILED",
+  Config: "ECONOMY_CONFIG",
+} as const;
+export type EconomyErrorCode = (typeof EconomyErrorCode)[keyof typeof EconomyErrorCode];
+
+export class EconomyError extends Error {
+  override name = "EconomyError";
+  readonly code: EconomyErrorCode;
+  constructor(code: EconomyErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** The debited agent's available balance (balance − reserved by open bids) is below the amount. */
+export class InsufficientFundsError extends EconomyError {
+  override name = "InsufficientFundsError";
+  readonly agentId: string;
+  readonly requested: bigint;
+  readonly balance: bigint;
+  readonly reserved: bigint;
+  readonly available: bigint;
+  constructor(agentId: string, f: { requested: bigint; balance: bigint; reserved: bigint }) {
+    const available = f.balance - f.reserved;
+    super(
+      EconomyErrorCode.InsufficientFunds,
+      `agent ${agentId} has ${available} micro-credits available (balance ${f.balance}, reserved ${f.reserved}), ${f.requested} requested`,
+    );
+    this.agentId = agentId;
+    this.requested = f.requested;
+    this.balance = f.balance;
+    this.reserved = f.reserved;
+    this.available = available;
+  }
+}
+
+export class UnknownAgentError extends EconomyError {
+  override name = "UnknownAgentError";
+  readonly agentId: string;
+  constructor(agentId: string) {
+    super(EconomyErrorCode.UnknownAgent, `unknown agent ${agentId} (no account agent:${agentId})`);
+    this.agentId = agentId;
+  }
+}
+
+export class InvalidAmountError extends EconomyError {
+  override name = "InvalidAmountError";
+  constructor(message: string) {
+    super(EconomyErrorCode.InvalidAmount, message);
+  }
+}
+
+export class InvalidArgumentError extends EconomyError {
+  override name = "InvalidArgumentError";
+  constructor(message: string) {
+    super(EconomyErrorCode.InvalidArgument, message);
+  }
+}
+
+export class IdempotencyConflictError extends EconomyError {
+  override name = "IdempotencyConflictError";
+  readonly sourceMsgId: string;
+  constructor(sourceMsgId: string, detail: string) {
+    super(EconomyErrorCode.IdempotencyConflict, `source message id ${sourceMsgId} was already used for ${detail}`);
+    this.sourceMsgId = sourceMsgId;
+  }
+}
+
+export class MigrationError extends EconomyError {
+  override name = "MigrationError";
+  readonly file: string;
+  constructor(file: string, message: string, options?: { cause?: unknown }) {
+    super(EconomyErrorCode.Migration, `${file}: ${message}`, options);
+    this.file = file;
+  }
+}
+
+const CODES = new Set<string>(Object.values(EconomyErrorCode));
+
+export function isEconomyError(err: unknown): err is EconomyError {
+  if (err instanceof EconomyError) return true;
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return err instanceof Error && typeof code === "string" && CODES.has(code) && err.name.endsWith("Error");
+}
+
+/**
+ * Refusals that can never succeed on a retry (the economy's functions turn these into
+ * NonRetriableError). A migration or configuration error is not one of them.
+ */
+export function isRefusal(err: unknown): err is EconomyError {
+  if (!isEconomyError(err)) return false;
+  return err.code !== EconomyErrorCode.Migration && err.code !== EconomyErrorCode.Config;
+}

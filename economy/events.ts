@@ -1,0 +1,71 @@
+import { createHash } from "node:crypto";
+import * as v from "valibot";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { createEnvelope, type Envelope } from "../host/envelope.ts";
+import type { Db, Sql } from "./db.ts";
+import { EVENTS, type EventPayload, type EventType } from "./catalogue.ts";
+
+// Events go through an outbox: recorded in the transaction that makes the change, published to the
+// audit stream after commit, marked published. Event ids derive from the command's msg id, so a
+// redelivered command re-publishes the same ids and JetStream keeps one copy of each.
+
+/** What caused the events: the command (or tick) being handled. */
+export type Cause = {
+  sourceMsgId: string;
+  correlationId: string;
+  causationId: string;
+  traceId?: string;
+  spanId?: string;
+  /** Who states the facts (a function id). */
+  from: string;
+};
+
+export type EventInput = { [T in EventType]: { type: T; payload: EventPayload<T>; to?: string | null } }[EventType];
+
+function eventId(sourceMsgId: string, type: string, n: number): string {
+  // ids travel as Nats-Msg-Id: visible ASCII, bounded length
+  const base = /^[\x21-\x7e]{1,180}$/.test(sourceMsgId) ? sourceMsgId : `h${createHash("sha256").update(sourceMsgId).digest("hex").slice(0, 40)}`;
+  return `${base}:${type}:${n}`;
+}
+
+/** Records events in the caller's transaction; returns their envelopes. */
+export async function recordEvents(tx: Db, cause: Cause, events: EventInput[]): Promise<Envelope[]> {
+  const envelopes: Envelope[] = [];
+  const counts = new Map<string, number>();
+  for (const e of events) {
+    const def = EVENTS[e.type];
+    const parsed = v.safeParse(def.schema, e.payload);
+    if (!parsed.success) throw new Error(`event ${e.type} does not match the catalogue: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? ""}: ${i.message}`).join("; ")}`);
+    const n = counts.get(e.type) ?? 0;
+    counts.set(e.type, n + 1);
+    const env = createEnvelope({
+      id: eventId(cause.sourceMsgId, e.type, n),
+      type: e.type,
+      from: cause.from,
+      to: e.to ?? null,
+      correlation_id: cause.correlationId,
+      causation_id: cause.causationId,
+      trace_id: cause.traceId ?? null,
+      span_id: cause.spanId ?? null,
+      payload: parsed.output,
+      metadata: { source_msg_id: cause.sourceMsgId },
+    });
+    envelopes.push(env);
+    await tx`INSERT INTO outbox (event_id, source_msg_id, subject, envelope)
+             VALUES (${env.id}, ${cause.sourceMsgId}, ${def.subject}, ${tx.json(env as never)})
+             ON CONFLICT (event_id) DO NOTHING`;
+  }
+  return envelopes;
+}
+
+/** Publishes the unpublished events of one command, in order, and marks them. */
+export async function flushEvents(js: JetStreamClient, sql: Sql, sourceMsgId: string): Promise<number> {
+  const rows = await sql<{ seq: bigint; event_id: string; subject: string; envelope: Envelope }[]>`
+    SELECT seq, event_id, subject, envelope FROM outbox
+     WHERE source_msg_id = ${sourceMsgId} AND published_at IS NULL ORDER BY seq`;
+  if (!rows.length) return 0;
+  // pipelined: JetStream keeps them in publish order on one connection
+  await Promise.all(rows.map((r) => js.publish(r.subject, JSON.stringify(r.envelope), { msgID: r.event_id })));
+  await sql`UPDATE outbox SET published_at = now() WHERE seq = ANY(${rows.map((r) => r.seq.toString())}::bigint[])`;
+  return rows.length;
+}

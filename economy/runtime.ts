@@ -1,0 +1,97 @@
+import { NonRetriableError, type FunctionContext } from "../host/mod.ts";
+import { isRefusal } from "./errors.ts";
+import { Header } from "../host/headers.ts";
+import { connect, migrate, type Sql } from "./db.ts";
+import type { Cause } from "./events.ts";
+import { RESOURCES, type Resource } from "./auction.ts";
+import { toMicro } from "./money.ts";
+
+// What every economy function shares in one worker: the database pool (DATABASE_URL, migrated once
+// per process), the market's configuration, and the cause of the message being handled.
+
+export type MarketDefaults = Record<Resource, { supply: number; price: number; floor: number; target: number }>;
+
+/** Units: cpu millicores, memory MiB, tokens LLM tokens, attention prompts — per window. Prices in credits per unit. */
+export const DEFAULT_MARKET: MarketDefaults = {
+  cpu: { supply: 2000, price: 0.001, floor: 0.0001, target: 0.5 },
+  memory: { supply: 4096, price: 0.0005, floor: 0.00005, target: 0.5 },
+  tokens: { supply: 100_000, price: 0.00001, floor: 0.000001, target: 0.5 },
+  attention: { supply: 1, price: 1, floor: 0.1, target: 0.5 },
+};
+
+export type EconomyConfig = { windowMs: number; market: MarketDefaults };
+
+export function economyConfig(env: NodeJS.ProcessEnv = process.env): EconomyConfig {
+  const windowMs = Number(env.ECONOMY_WINDOW_MS ?? 1000);
+  if (!Number.isInteger(windowMs) || windowMs < 100) throw new Error(`ECONOMY_WINDOW_MS must be an integer ≥ 100, got ${env.ECONOMY_WINDOW_MS}`);
+  const market = structuredClone(DEFAULT_MARKET);
+  if (env.ECONOMY_MARKET) {
+    const over = JSON.parse(env.ECONOMY_MARKET) as Partial<Record<Resource, Partial<MarketDefaults[Resource]>>>;
+    for (const r of RESOURCES) Object.assign(market[r], over[r] ?? {});
+  }
+  return { windowMs, market };
+}
+
+let shared: Promise<Sql> | undefined;
+
+/** The worker's pool, migrated and with the market seeded (first use only). */
+export function database(): Promise<Sql> {
+  shared ??= (async () => {
+    const sql = connect(process.env.DATABASE_URL, { max: Number(process.env.ECONOMY_DB_POOL ?? 10), applicationName: "syntropism-economy" });
+    await migrate(sql);
+    await seedMarket(sql, economyConfig().market);
+    return sql;
+  })().catch((err) => {
+    shared = undefined;
+    throw err;
+  });
+  return shared;
+}
+
+/** Closes the shared pool (tests, shutdown). */
+export async function closeDatabase(): Promise<void> {
+  const p = shared;
+  shared = undefined;
+  if (p) await (await p).end({ timeout: 5 }).catch(() => {});
+}
+
+export async function seedMarket(sql: Sql, market: MarketDefaults): Promise<void> {
+  for (const r of RESOURCES) {
+    const m = market[r];
+    await sql`INSERT INTO market_state (resource, supply, price, floor_price, target_utilization)
+              VALUES (${r}, ${m.supply}, ${toMicro(m.price).toString()}, ${toMicro(m.floor).toString()}, ${m.target})
+              ON CONFLICT (resource) DO NOTHING`;
+  }
+}
+
+/** The window a moment belongs to. */
+export function windowOf(at: number, windowMs: number): number {
+  return Math.floor(at / windowMs);
+}
+
+/** Who caused what this handler records: the message's id, correlation and trace. */
+export function causeOf(ctx: FunctionContext): Cause {
+  const sc = ctx.span.spanContext();
+  const valid = sc.traceId !== "00000000000000000000000000000000";
+  return {
+    sourceMsgId: ctx.msgId,
+    correlationId: ctx.headers[Header.CorrelationId] || ctx.msgId,
+    causationId: ctx.msgId,
+    traceId: valid ? sc.traceId : undefined,
+    spanId: valid ? sc.spanId : undefined,
+    from: ctx.fn,
+  };
+}
+
+/**
+ * Runs `fn`, turning the ledger's refusals (insufficient funds, unknown agent, bad amount) into
+ * NonRetriableError with the same code: the command is dead-lettered with the reason, not retried.
+ */
+export async function asRefusal<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (isRefusal(err)) throw new NonRetriableError((err as Error).message, { code: (err as { code: string }).code, cause: err });
+    throw err;
+  }
+}

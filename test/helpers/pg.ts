@@ -1,0 +1,125 @@
+import { randomBytes } from "node:crypto";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import postgres from "postgres";
+import { connect, migrate, type Sql } from "../../economy/db.ts";
+import { startEmbeddedPostgres, type RunningPostgres } from "../../economy/embeddedPostgres.ts";
+
+// A fresh, empty database per test suite, migrated.
+//
+// With TEST_DATABASE_URL (or DATABASE_URL) set, each suite creates a database with a unique name on
+// that server and drops it afterwards. Otherwise one embedded PostgreSQL is started per test
+// process, lazily, in a temporary directory (stopped and removed when the process exits), and each
+// suite gets its own database in it. Nothing assumes a server the machine already runs.
+
+export type TestDatabase = {
+  /** URL of the suite's own database. */
+  url: string;
+  sql: Sql;
+  name: string;
+  /** The shared embedded server, when no URL was given. */
+  server?: RunningPostgres;
+};
+
+type Hooks = { after: (fn: () => Promise<void>) => void };
+
+let embedded: Promise<RunningPostgres> | undefined;
+
+/** The process's embedded server: started on first use, stopped and deleted at process exit. */
+export function sharedEmbeddedPostgres(): Promise<RunningPostgres> {
+  embedded ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), "syntropism-pg-"));
+    // as root the server runs as an unprivileged OS user, who must be able to enter this directory
+    chmodSync(dir, 0o755);
+    const cleanup = () => rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    try {
+      const server = await startEmbeddedPostgres({ dataDir: join(dir, "data"), ephemeral: true, settings: { max_connections: 200 } });
+      server.unref();
+      process.once("exit", () => {
+        server.stopSync();
+        cleanup();
+      });
+      return server;
+    } catch (err) {
+      cleanup();
+      throw err;
+    }
+  })();
+  return embedded;
+}
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = `/${database}`;
+  return u.toString();
+}
+
+async function admin<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    return await fn(sql);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+let counter = 0;
+const uniqueName = () => `syntropism_test_${process.pid}_${++counter}_${randomBytes(3).toString("hex")}`;
+
+async function serverUrl(): Promise<{ adminUrl: string; server?: RunningPostgres }> {
+  const given = process.env.TEST_DATABASE_URL || process.env.DATABASE_URL;
+  if (given) return { adminUrl: given };
+  const server = await sharedEmbeddedPostgres();
+  return { adminUrl: server.url, server };
+}
+
+async function createDatabase(scope: Hooks, adminUrl: string, options: { template?: string; max?: number }): Promise<{ url: string; sql: Sql; name: string }> {
+  const name = uniqueName();
+  await admin(adminUrl, (a) => (options.template ? a`CREATE DATABASE ${a(name)} TEMPLATE ${a(options.template)}` : a`CREATE DATABASE ${a(name)}`));
+  const url = withDatabase(adminUrl, name);
+  const sql = connect(url, { max: options.max ?? 10, applicationName: "syntropism-test" });
+  scope.after(async () => {
+    await sql.end({ timeout: 5 }).catch(() => {});
+    await admin(adminUrl, (a) => a`DROP DATABASE IF EXISTS ${a(name)} WITH (FORCE)`);
+  });
+  return { url, sql, name };
+}
+
+/** A fresh database for one suite, migrated unless `migrate: false`; dropped in the scope's `after`. */
+export async function startTestDatabase(scope: Hooks, options: { migrate?: boolean; max?: number } = {}): Promise<TestDatabase> {
+  const { adminUrl, server } = await serverUrl();
+  const db = await createDatabase(scope, adminUrl, options);
+  if (options.migrate ?? true) await migrate(db.sql);
+  return { ...db, server };
+}
+
+/**
+ * For tests that want many fresh databases (a property test's runs, so that one run's state cannot
+ * leak into the next): on first use migrates a template, then each `create()` clones it (CREATE
+ * DATABASE … TEMPLATE) and `drop()` removes the clone. A clone costs 0.1–0.3 s here.
+ */
+export function testDatabaseFactory(scope: Hooks): { create(options?: { max?: number }): Promise<TestDatabase & { drop(): Promise<void> }> } {
+  let template: Promise<{ adminUrl: string; server?: RunningPostgres; name: string }> | undefined;
+  const makeTemplate = async () => {
+    const { adminUrl, server } = await serverUrl();
+    const db = await createDatabase(scope, adminUrl, { max: 1 });
+    await migrate(db.sql);
+    await db.sql.end({ timeout: 5 }); // a template must have no connections while it is copied
+    return { adminUrl, server, name: db.name };
+  };
+  return {
+    async create(options = {}) {
+      const { adminUrl, server, name } = await (template ??= makeTemplate());
+      const drops: (() => Promise<void>)[] = [];
+      const db = await createDatabase({ after: (fn) => void drops.push(fn) }, adminUrl, { template: name, max: options.max });
+      let dropped: Promise<void> | undefined;
+      const drop = () =>
+        (dropped ??= (async () => {
+          for (const d of drops) await d();
+        })());
+      scope.after(drop);
+      return { ...db, server, drop };
+    },
+  };
+}
