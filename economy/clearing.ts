@@ -20,7 +20,7 @@ export type ClearingResult = {
   agents: string[];
 };
 
-type BidRow = { id: bigint; agent_id: string; resource: Resource; quantity: bigint; price_per_unit: bigint; amount: bigint; stream_seq: bigint | null; window_id: bigint };
+type BidRow = { id: bigint; correlation_id: string | null; agent_id: string; resource: Resource; quantity: bigint; price_per_unit: bigint; amount: bigint; stream_seq: bigint | null; window_id: bigint };
 type MarketRow = { resource: Resource; supply: bigint; price: bigint; floor_price: bigint; target_utilization: number };
 
 export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number): Promise<ClearingResult> {
@@ -30,7 +30,7 @@ export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number
     if (!claimed.length) return { windowId, duplicate: true, winners: 0, losers: 0, burned: 0, agents: [] };
 
     const rows = await tx<BidRow[]>`
-      SELECT id, agent_id, resource, quantity, price_per_unit, amount, stream_seq, window_id FROM bids
+      SELECT id, correlation_id, agent_id, resource, quantity, price_per_unit, amount, stream_seq, window_id FROM bids
        WHERE status = 'open' AND window_id <= ${windowId} ORDER BY id FOR UPDATE`;
     const market = await tx<MarketRow[]>`SELECT resource, supply, price, floor_price, target_utilization FROM market_state ORDER BY resource FOR UPDATE`;
     const byResource = new Map(market.map((m) => [m.resource, m]));
@@ -50,6 +50,8 @@ export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number
     const cleared = clearWindow(bids, supply, floors);
 
     const events: EventInput[] = [];
+    // facts about a bid belong to the bid's conversation (its correlation id); the tick is the cause
+    const correlationOf = new Map(rows.map((r) => [String(r.id), r.correlation_id]));
     const agents = new Set<string>();
     let burned = 0n;
     let winners = 0;
@@ -67,14 +69,15 @@ export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number
         burned += amount;
         const [bal] = await tx<{ balance: bigint }[]>`SELECT balance FROM accounts WHERE id = ${`agent:${w.agentId}`}`;
         const base = { bid_id: w.id, agent_id: w.agentId, window_id: windowId };
-        events.push({ type: "resources_allocated", to: w.agentId, payload: { ...base, resource: r, quantity: w.quantity, price: toCredits(w.pricePerUnit), amount: toCredits(amount) } });
-        events.push({ type: "credits_burned", to: w.agentId, payload: { ...base, amount: toCredits(amount), balance: toCredits(bal!.balance) } });
+        const correlationId = correlationOf.get(w.id);
+        events.push({ type: "resources_allocated", to: w.agentId, correlationId, payload: { ...base, resource: r, quantity: w.quantity, price: toCredits(w.pricePerUnit), amount: toCredits(amount) } });
+        events.push({ type: "credits_burned", to: w.agentId, correlationId, payload: { ...base, amount: toCredits(amount), balance: toCredits(bal!.balance) } });
       }
       for (const l of c.losers) {
         losers++;
         agents.add(l.bid.agentId);
         await tx`UPDATE bids SET status = 'lost', reason = ${l.reason}, settled_at = now() WHERE id = ${l.bid.id}`;
-        events.push({ type: "bid_lost", to: l.bid.agentId, payload: { bid_id: l.bid.id, agent_id: l.bid.agentId, window_id: windowId, resource: r, reason: l.reason } });
+        events.push({ type: "bid_lost", to: l.bid.agentId, correlationId: correlationOf.get(l.bid.id), payload: { bid_id: l.bid.id, agent_id: l.bid.agentId, window_id: windowId, resource: r, reason: l.reason } });
       }
       const m = byResource.get(r);
       if (!m) continue;

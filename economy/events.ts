@@ -20,7 +20,8 @@ export type Cause = {
   from: string;
 };
 
-export type EventInput = { [T in EventType]: { type: T; payload: EventPayload<T>; to?: string | null } }[EventType];
+/** `correlationId` overrides the cause's: a clearing states facts about bids of many conversations. */
+export type EventInput = { [T in EventType]: { type: T; payload: EventPayload<T>; to?: string | null; correlationId?: string | null } }[EventType];
 
 function eventId(sourceMsgId: string, type: string, n: number): string {
   // ids travel as Nats-Msg-Id: visible ASCII, bounded length
@@ -43,7 +44,7 @@ export async function recordEvents(tx: Db, cause: Cause, events: EventInput[]): 
       type: e.type,
       from: cause.from,
       to: e.to ?? null,
-      correlation_id: cause.correlationId,
+      correlation_id: e.correlationId || cause.correlationId,
       causation_id: cause.causationId,
       trace_id: cause.traceId ?? null,
       span_id: cause.spanId ?? null,
