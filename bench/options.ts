@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 // Every option is a flag and an environment variable: `--max-lag 50` or BENCH_MAX_LAG=50.
 // A flag wins over the environment, which wins over the default.
 
-export const BENCHMARKS = ["pingpong", "throughput", "latency"] as const;
+export const BENCHMARKS = ["pingpong", "throughput", "latency", "bids"] as const;
 export type BenchName = (typeof BENCHMARKS)[number];
 
 type Spec = { default: string; help: string; bench?: BenchName };
@@ -25,6 +25,10 @@ const SPECS = {
   rates: { default: "1000,5000", help: "offered rates, msgs/s", bench: "latency" },
   duration: { default: "6", help: "seconds per rate", bench: "latency" },
   "max-lag": { default: "100", help: "target: peak num_pending below this many messages", bench: "latency" },
+  // bids
+  bids: { default: "10000", help: "bids pre-published per variant (publish → ledger commit → event)", bench: "bids" },
+  "bid-workers": { default: "1,2", help: "host worker counts to run the economy with", bench: "bids" },
+  "min-bids": { default: "5000", help: "target: bids per second end to end", bench: "bids" },
   // all
   "host-concurrency": { default: "", help: "concurrency of the bench functions (default: the host's, 8)" },
   profile: { default: "", help: "directory for --cpu-prof profiles of the host processes" },
@@ -48,6 +52,9 @@ export type Options = {
   rates: number[];
   durationS: number;
   maxLag: number;
+  bids: number;
+  bidWorkers: number[];
+  minBids: number;
   hostConcurrency?: number;
   profile?: string;
 };
@@ -56,9 +63,9 @@ export const envName = (name: string) => `BENCH_${name.toUpperCase().replace(/-/
 
 export function usage(): string {
   const lines = [
-    "Usage: npm run bench -- [pingpong] [throughput] [latency] [--gate] [options]",
+    "Usage: npm run bench -- [pingpong] [throughput] [latency] [bids] [--gate] [options]",
     "",
-    "No names runs all three. --gate exits 1 when a target is missed.",
+    "No names runs all four. --gate exits 1 when a target is missed.",
     "",
     "Options (flag / environment variable / default):",
   ];
@@ -109,6 +116,9 @@ export function parseOptions(argv: string[], env = process.env): Options | "help
     rates,
     durationS: num("duration", 1, false),
     maxLag: num("max-lag", 0),
+    bids: num("bids", 1),
+    bidWorkers: list("bid-workers").map(Number),
+    minBids: num("min-bids", 0, false),
     hostConcurrency: raw("host-concurrency") ? num("host-concurrency", 1) : undefined,
     profile: raw("profile") || undefined,
   };

@@ -3,11 +3,12 @@ import { latency } from "./latency.ts";
 import { parseOptions, usage, UsageError, type BenchName, type Options } from "./options.ts";
 import { pingpong } from "./pingpong.ts";
 import { throughput } from "./throughput.ts";
+import { bids } from "./bids.ts";
 
 // `npm run bench -- [names] [options]`: runs the chosen benchmarks one after another, each on its
 // own nats-server, prints a table per benchmark and writes bench/results/<time>.json + latest.json.
 
-const RUNNERS: Record<BenchName, (o: Options) => Promise<BenchResult>> = { pingpong, throughput, latency };
+const RUNNERS: Record<BenchName, (o: Options) => Promise<BenchResult>> = { pingpong, throughput, latency, bids };
 
 async function main(): Promise<number> {
   let o: Options | "help";

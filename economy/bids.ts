@@ -1,91 +1,194 @@
-import type { Sql, TransactionSql } from "./db.ts";
-import { recordEvents, type Cause, type EventInput } from "./events.ts";
+import type { Sql } from "./db.ts";
+import { recordCaused, type Cause, type EventInput, type Recorded } from "./events.ts";
 import { agentAccount, inTransaction, lockAccounts } from "./ledger.ts";
 import { toCredits, toMicro } from "./money.ts";
 import type { Resource } from "./auction.ts";
 
-// Placing a bid: checked and recorded in one transaction under the agent's account lock, so two
-// bids of one agent cannot both spend the same credits. An accepted bid reserves its amount until
-// its window clears; a refused one is recorded too (with its reason), so a redelivery gives the same
-// answer. Used by the market.bid work queue and by market.execute_trade.
+// Placing bids: checked and recorded under the agents' account locks, so two bids of one agent can
+// never both spend the same credits. An accepted bid reserves its amount until its window clears;
+// a refused one is recorded too (with its reason), so a redelivery gives the same answer.
+//
+// Bids are placed in groups ("group commit"): bids arriving together in one worker share one
+// transaction — one lock round, one reservation read, one multi-row insert — and each still gets
+// its own answer, in arrival order. Used by the market.bid work queue and market.execute_trade.
 
 export type BidInput = { agentId: string; resource: Resource; quantity: number; price: number; streamSeq?: number };
 
-export type BidResult =
-  | { status: "placed"; bidId: string; windowId: number; amount: number; duplicate: boolean }
-  | { status: "rejected"; reason: RejectReason; message: string; duplicate: boolean };
-
 export type RejectReason = "UNKNOWN_AGENT" | "INSUFFICIENT_FUNDS" | "BELOW_MARKET_PRICE" | "EXCEEDS_SUPPLY" | "INVALID_BID";
 
-export async function placeBid(sql: Sql, cause: Cause, input: BidInput, windowId: number): Promise<BidResult> {
+export type BidResult =
+  | { status: "placed"; bidId: string; windowId: number; amount: number; duplicate: boolean; balance: number; reserved: number }
+  | { status: "rejected"; reason: RejectReason; message: string; duplicate: boolean };
+
+export type BidRequest = { cause: Cause; input: BidInput; windowId: number };
+
+type Prior = { source_msg_id: string; id: bigint; status: string; reason: string | null; window_id: bigint; amount: bigint };
+
+/** Places a group of bids in one transaction; results in the order of `requests`. */
+export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Recorded[]): Promise<BidResult[]> {
   return inTransaction(sql, async (tx) => {
-    const prior = await tx<{ id: bigint; status: string; reason: string | null; window_id: bigint; amount: bigint }[]>`
-      SELECT id, status, reason, window_id, amount FROM bids WHERE source_msg_id = ${cause.sourceMsgId}`;
-    if (prior[0]) return priorResult(prior[0]);
+    const ids = requests.map((r) => r.cause.sourceMsgId);
+    const prior = new Map(
+      (await tx<Prior[]>`SELECT source_msg_id, id, status, reason, window_id, amount FROM bids WHERE source_msg_id = ANY(${ids}::text[])`).map((p) => [p.source_msg_id, p]),
+    );
     // refusals without a bid row (unknown agent, unreadable price) are known by their event
-    const [refused] = await tx<{ reason: string; message: string }[]>`
-      SELECT envelope->'payload'->>'reason' AS reason, envelope->'payload'->>'message' AS message
-        FROM outbox WHERE source_msg_id = ${cause.sourceMsgId} AND envelope->>'type' = 'bid_rejected' LIMIT 1`;
-    if (refused) return { status: "rejected", reason: refused.reason as RejectReason, message: refused.message, duplicate: true };
+    const refused = new Map(
+      (
+        await tx<{ source_msg_id: string; reason: string; message: string }[]>`
+          SELECT source_msg_id, envelope->'payload'->>'reason' AS reason, envelope->'payload'->>'message' AS message
+            FROM outbox WHERE source_msg_id = ANY(${ids}::text[]) AND envelope->>'type' = 'bid_rejected'`
+      ).map((r) => [r.source_msg_id, r]),
+    );
+    const agents = [...new Set(requests.map((r) => r.input.agentId))];
+    const balances = await lockAccounts(tx, agents.map(agentAccount));
+    const reservedRows = await tx<{ agent_id: string; reserved: bigint }[]>`
+      SELECT agent_id, sum(amount)::bigint AS reserved FROM bids WHERE agent_id = ANY(${agents}::text[]) AND status = 'open' GROUP BY agent_id`;
+    const reserved = new Map(reservedRows.map((r) => [r.agent_id, BigInt(r.reserved)]));
+    const market = new Map(
+      (await tx<{ resource: string; price: bigint; supply: bigint }[]>`SELECT resource, price, supply FROM market_state`).map((m) => [m.resource, m]),
+    );
 
-    const reject = async (reason: RejectReason, message: string, amount?: bigint): Promise<BidResult> => {
-      const known = await tx`SELECT 1 FROM agents WHERE id = ${input.agentId}`;
-      if (known.length && amount !== undefined) {
-        await tx`INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, status, reason, stream_seq, source_msg_id, correlation_id, settled_at)
-                 VALUES (${input.agentId}, ${windowId}, ${input.resource}, ${input.quantity}, ${(amount / BigInt(input.quantity)).toString()}, ${amount.toString()},
-                         'rejected', ${reason}, ${input.streamSeq ?? null}, ${cause.sourceMsgId}, ${cause.correlationId}, now())`;
+    const results: BidResult[] = [];
+    const inserts: { i: number; agent: string; windowId: number; resource: string; quantity: number; ppu: bigint; amount: bigint; status: string; reason: string | null; seq: number | null; src: string; corr: string }[] = [];
+    const events: { i: number; event: EventInput }[] = [];
+    const firstOf = new Map<string, number>();
+    const repeats: [number, number][] = [];
+
+    requests.forEach(({ cause, input, windowId }, i) => {
+      const src = cause.sourceMsgId;
+      const p = prior.get(src);
+      if (p) {
+        results[i] = priorResult(p, balances.get(agentAccount(input.agentId)) ?? 0n, reserved.get(input.agentId) ?? 0n);
+        return;
       }
-      const ev: EventInput = { type: "bid_rejected", payload: { agent_id: input.agentId, reason, message, resource: input.resource, ...(amount !== undefined ? { amount: toCredits(amount) } : {}) } };
-      await recordEvents(tx, cause, [ev]);
-      return { status: "rejected", reason, message, duplicate: false };
-    };
+      const first = firstOf.get(src);
+      if (first !== undefined) {
+        repeats.push([i, first]); // the same command twice in one group: one answer
+        return;
+      }
+      const r = refused.get(src);
+      if (r) {
+        results[i] = { status: "rejected", reason: r.reason as RejectReason, message: r.message, duplicate: true };
+        return;
+      }
+      firstOf.set(src, i);
+      const reject = (reason: RejectReason, message: string, amount?: bigint, ppu?: bigint) => {
+        if (amount !== undefined && ppu !== undefined && balances.has(agentAccount(input.agentId))) {
+          inserts.push({ i, agent: input.agentId, windowId, resource: input.resource, quantity: input.quantity, ppu, amount, status: "rejected", reason, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
+        }
+        events.push({ i, event: { type: "bid_rejected", payload: { agent_id: input.agentId, reason, message, resource: input.resource, ...(amount !== undefined ? { amount: toCredits(amount) } : {}) } } });
+        results[i] = { status: "rejected", reason, message, duplicate: false };
+      };
+      let ppu: bigint;
+      try {
+        ppu = toMicro(input.price);
+      } catch (err) {
+        return reject("INVALID_BID", (err as Error).message);
+      }
+      if (ppu <= 0n || !Number.isSafeInteger(input.quantity) || input.quantity <= 0) return reject("INVALID_BID", "quantity must be a positive integer and price positive");
+      const amount = ppu * BigInt(input.quantity);
+      const bal = balances.get(agentAccount(input.agentId));
+      if (bal === undefined) return reject("UNKNOWN_AGENT", `agent ${input.agentId} is not known`);
+      const m = market.get(input.resource);
+      if (!m) return reject("INVALID_BID", `resource ${input.resource} has no market`, amount, ppu);
+      if (ppu < BigInt(m.price)) return reject("BELOW_MARKET_PRICE", `bid ${input.price} per unit is below the market price ${toCredits(m.price)}`, amount, ppu);
+      if (BigInt(input.quantity) > BigInt(m.supply)) return reject("EXCEEDS_SUPPLY", `${input.quantity} units asked; the window's supply is ${m.supply}`, amount, ppu);
+      const held = reserved.get(input.agentId) ?? 0n;
+      if (bal - held < amount) return reject("INSUFFICIENT_FUNDS", `bid of ${toCredits(amount)} credits; ${toCredits(bal - held)} available`, amount, ppu);
+      reserved.set(input.agentId, held + amount);
+      inserts.push({ i, agent: input.agentId, windowId, resource: input.resource, quantity: input.quantity, ppu, amount, status: "open", reason: null, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
+    });
 
-    let pricePerUnit: bigint;
-    try {
-      pricePerUnit = toMicro(input.price);
-    } catch (err) {
-      return reject("INVALID_BID", (err as Error).message);
+    if (inserts.length) {
+      const rows = await tx<{ id: bigint; source_msg_id: string }[]>`
+        INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, status, reason, stream_seq, source_msg_id, correlation_id, settled_at)
+        SELECT * FROM unnest(
+          ${inserts.map((x) => x.agent)}::text[], ${inserts.map((x) => x.windowId)}::bigint[], ${inserts.map((x) => x.resource)}::text[],
+          ${inserts.map((x) => x.quantity)}::bigint[], ${inserts.map((x) => x.ppu.toString())}::bigint[], ${inserts.map((x) => x.amount.toString())}::bigint[],
+          ${inserts.map((x) => x.status)}::text[], ${inserts.map((x) => x.reason)}::text[], ${inserts.map((x) => x.seq)}::bigint[],
+          ${inserts.map((x) => x.src)}::text[], ${inserts.map((x) => x.corr)}::text[],
+          ${inserts.map((x) => (x.status === "open" ? null : new Date().toISOString()))}::timestamptz[])
+        RETURNING id, source_msg_id`;
+      const idOf = new Map(rows.map((r) => [r.source_msg_id, String(r.id)]));
+      for (const x of inserts) {
+        if (x.status !== "open") continue;
+        const { input, windowId } = requests[x.i]!;
+        const bidId = idOf.get(x.src)!;
+        const bal = balances.get(agentAccount(x.agent))!;
+        results[x.i] = { status: "placed", bidId, windowId, amount: toCredits(x.amount), duplicate: false, balance: toCredits(bal), reserved: toCredits(reserved.get(x.agent) ?? 0n) };
+        events.push({
+          i: x.i,
+          event: { type: "bid_placed", payload: { bid_id: bidId, agent_id: x.agent, window_id: windowId, resource: input.resource, quantity: input.quantity, price: input.price, amount: toCredits(x.amount) } },
+        });
+      }
     }
-    if (pricePerUnit <= 0n || !Number.isSafeInteger(input.quantity) || input.quantity <= 0) {
-      return reject("INVALID_BID", "quantity must be a positive integer and price positive");
-    }
-    const amount = pricePerUnit * BigInt(input.quantity);
-    const balances = await lockAccounts(tx, [agentAccount(input.agentId)]);
-    const bal = balances.get(agentAccount(input.agentId));
-    if (bal === undefined) return reject("UNKNOWN_AGENT", `agent ${input.agentId} is not known`);
-
-    const [market] = await tx<{ price: bigint; supply: bigint }[]>`SELECT price, supply FROM market_state WHERE resource = ${input.resource}`;
-    if (!market) return reject("INVALID_BID", `resource ${input.resource} has no market`, amount);
-    if (pricePerUnit < market.price) {
-      return reject("BELOW_MARKET_PRICE", `bid ${input.price} per unit is below the market price ${toCredits(market.price)}`, amount);
-    }
-    if (BigInt(input.quantity) > market.supply) {
-      return reject("EXCEEDS_SUPPLY", `${input.quantity} units asked; the window's supply is ${market.supply}`, amount);
-    }
-    const [r] = await tx<{ reserved: bigint }[]>`SELECT coalesce(sum(amount), 0)::bigint AS reserved FROM bids WHERE agent_id = ${input.agentId} AND status = 'open'`;
-    const available = bal - BigInt(r!.reserved);
-    if (available < amount) {
-      return reject("INSUFFICIENT_FUNDS", `bid of ${toCredits(amount)} credits; ${toCredits(available)} available`, amount);
-    }
-    const [bid] = await tx<{ id: bigint }[]>`
-      INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, status, stream_seq, source_msg_id, correlation_id)
-      VALUES (${input.agentId}, ${windowId}, ${input.resource}, ${input.quantity}, ${pricePerUnit.toString()}, ${amount.toString()},
-              'open', ${input.streamSeq ?? null}, ${cause.sourceMsgId}, ${cause.correlationId})
-      RETURNING id`;
-    const bidId = String(bid!.id);
-    await recordEvents(tx, cause, [
-      {
-        type: "bid_placed",
-        payload: { bid_id: bidId, agent_id: input.agentId, window_id: windowId, resource: input.resource, quantity: input.quantity, price: input.price, amount: toCredits(amount) },
-      },
-    ]);
-    return { status: "placed", bidId, windowId, amount: toCredits(amount), duplicate: false };
+    for (const [i, first] of repeats) results[i] = { ...results[first]!, duplicate: true };
+    events.sort((a, b) => a.i - b.i);
+    const sink: Recorded[] = [];
+    await recordCaused(tx, events.map(({ i, event }) => ({ cause: requests[i]!.cause, event })), sink);
+    // a retried transaction rebuilds these; only the committed attempt's reach the caller
+    recorded?.splice(0, recorded.length, ...sink);
+    return results;
   });
 }
 
-function priorResult(row: { id: bigint; status: string; reason: string | null; window_id: bigint; amount: bigint }): BidResult {
+function priorResult(row: Prior, balance: bigint, reserved: bigint): BidResult {
   if (row.status === "rejected") return { status: "rejected", reason: (row.reason ?? "INVALID_BID") as RejectReason, message: `bid refused: ${row.reason}`, duplicate: true };
-  return { status: "placed", bidId: String(row.id), windowId: Number(row.window_id), amount: toCredits(row.amount), duplicate: true };
+  return { status: "placed", bidId: String(row.id), windowId: Number(row.window_id), amount: toCredits(row.amount), duplicate: true, balance: toCredits(balance), reserved: toCredits(reserved) };
 }
 
-export type { TransactionSql };
+/** One bid, in its own transaction. */
+export async function placeBid(sql: Sql, cause: Cause, input: BidInput, windowId: number): Promise<BidResult> {
+  return (await placeBids(sql, [{ cause, input, windowId }]))[0]!;
+}
+
+/**
+ * Collects the bids that arrive while a group is being written and writes them as the next group:
+ * at most one transaction in flight per batcher, so groups grow with load and a lone bid waits
+ * for nobody.
+ */
+export class BidBatcher {
+  readonly #sql: () => Promise<Sql>;
+  readonly #max: number;
+  /** Runs after each group commits (publish its events, update read models); errors go to every bid of the group. */
+  afterCommit?: (sql: Sql, group: BidRequest[], results: BidResult[], recorded: Recorded[]) => Promise<void>;
+  #queue: { req: BidRequest; resolve: (r: BidResult) => void; reject: (e: unknown) => void }[] = [];
+  #running = false;
+
+  constructor(sql: () => Promise<Sql>, max = 1024) {
+    this.#sql = sql;
+    this.#max = max;
+  }
+
+  place(req: BidRequest): Promise<BidResult> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ req, resolve, reject });
+      if (!this.#running) {
+        this.#running = true;
+        // let the bids that arrive in this event-loop turn join the first group
+        setImmediate(() => void this.#drain());
+      }
+    });
+  }
+
+  async #drain(): Promise<void> {
+    this.#running = true;
+    try {
+      while (this.#queue.length) {
+        const group = this.#queue.splice(0, this.#max);
+        try {
+          const sql = await this.#sql();
+          const reqs = group.map((g) => g.req);
+          const recorded: Recorded[] = [];
+          const results = await placeBids(sql, reqs, recorded);
+          await this.afterCommit?.(sql, reqs, results, recorded);
+          group.forEach((g, i) => g.resolve(results[i]!));
+        } catch (err) {
+          group.forEach((g) => g.reject(err));
+        }
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+}

@@ -31,14 +31,21 @@ function eventId(sourceMsgId: string, type: string, n: number): string {
 
 /** Records events in the caller's transaction; returns their envelopes. */
 export async function recordEvents(tx: Db, cause: Cause, events: EventInput[]): Promise<Envelope[]> {
+  return recordCaused(tx, events.map((event) => ({ cause, event })));
+}
+
+/** Records events of several causes (a group of commands) with one insert. */
+export async function recordCaused(tx: Db, items: { cause: Cause; event: EventInput }[], sink?: Recorded[]): Promise<Envelope[]> {
   const envelopes: Envelope[] = [];
+  const rows: { id: string; src: string; subject: string; env: string }[] = [];
   const counts = new Map<string, number>();
-  for (const e of events) {
+  for (const { cause, event: e } of items) {
     const def = EVENTS[e.type];
     const parsed = v.safeParse(def.schema, e.payload);
     if (!parsed.success) throw new Error(`event ${e.type} does not match the catalogue: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? ""}: ${i.message}`).join("; ")}`);
-    const n = counts.get(e.type) ?? 0;
-    counts.set(e.type, n + 1);
+    const key = `${cause.sourceMsgId}\u0000${e.type}`;
+    const n = counts.get(key) ?? 0;
+    counts.set(key, n + 1);
     const env = createEnvelope({
       id: eventId(cause.sourceMsgId, e.type, n),
       type: e.type,
@@ -52,18 +59,38 @@ export async function recordEvents(tx: Db, cause: Cause, events: EventInput[]): 
       metadata: { source_msg_id: cause.sourceMsgId },
     });
     envelopes.push(env);
+    const json = JSON.stringify(env);
+    rows.push({ id: env.id, src: cause.sourceMsgId, subject: def.subject, env: json });
+    sink?.push({ id: env.id, subject: def.subject, json });
+  }
+  if (rows.length) {
     await tx`INSERT INTO outbox (event_id, source_msg_id, subject, envelope)
-             VALUES (${env.id}, ${cause.sourceMsgId}, ${def.subject}, ${tx.json(env as never)})
+             SELECT id, src, subject, env::jsonb
+               FROM unnest(${rows.map((r) => r.id)}::text[], ${rows.map((r) => r.src)}::text[], ${rows.map((r) => r.subject)}::text[], ${rows.map((r) => r.env)}::text[]) AS t(id, src, subject, env)
              ON CONFLICT (event_id) DO NOTHING`;
   }
   return envelopes;
 }
 
-/** Publishes the unpublished events of one command, in order, and marks them. */
-export async function flushEvents(js: JetStreamClient, sql: Sql, sourceMsgId: string): Promise<number> {
+/** An event recorded in the outbox, ready to publish after commit. */
+export type Recorded = { id: string; subject: string; json: string };
+
+/**
+ * Publishes events just recorded (after their transaction committed) from memory and marks them;
+ * if this fails, the redelivered command publishes them from the outbox (flushEvents).
+ */
+export async function publishRecorded(js: JetStreamClient, sql: Sql, recorded: Recorded[]): Promise<void> {
+  if (!recorded.length) return;
+  await Promise.all(recorded.map((r) => js.publish(r.subject, r.json, { msgID: r.id })));
+  await sql`UPDATE outbox SET published_at = now() WHERE event_id = ANY(${recorded.map((r) => r.id)}::text[])`;
+}
+
+/** Publishes the unpublished events of one or more commands, in order, and marks them. */
+export async function flushEvents(js: JetStreamClient, sql: Sql, sourceMsgId: string | string[]): Promise<number> {
+  const ids = Array.isArray(sourceMsgId) ? sourceMsgId : [sourceMsgId];
   const rows = await sql<{ seq: bigint; event_id: string; subject: string; envelope: Envelope }[]>`
     SELECT seq, event_id, subject, envelope FROM outbox
-     WHERE source_msg_id = ${sourceMsgId} AND published_at IS NULL ORDER BY seq`;
+     WHERE source_msg_id = ANY(${ids}::text[]) AND published_at IS NULL ORDER BY seq`;
   if (!rows.length) return 0;
   // pipelined: JetStream keeps them in publish order on one connection
   await Promise.all(rows.map((r) => js.publish(r.subject, JSON.stringify(r.envelope), { msgID: r.event_id })));

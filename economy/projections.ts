@@ -1,6 +1,5 @@
 import type { KV } from "@nats-io/kv";
 import type { Sql } from "./db.ts";
-import { balance } from "./ledger.ts";
 import { toCredits } from "./money.ts";
 
 // Read models in KV, written after each commit: `agent_state` (one key per agent) and
@@ -16,20 +15,25 @@ export type PriceState = { resource: string; price: number; floor: number; suppl
 export async function projectAgents(kv: KV, sql: Sql, agentIds: Iterable<string>): Promise<void> {
   const ids = [...new Set(agentIds)];
   if (!ids.length) return;
-  const rows = await sql<{ id: string; status: string; parent_id: string | null }[]>`SELECT id, status, parent_id FROM agents WHERE id = ANY(${ids}::text[])`;
+  // one query for the whole group: balance, what open bids reserve, lineage
+  const rows = await sql<{ id: string; status: string; parent_id: string | null; balance: bigint; reserved: bigint }[]>`
+    SELECT a.id, a.status, a.parent_id, acc.balance,
+           coalesce((SELECT sum(b.amount) FROM bids b WHERE b.agent_id = a.id AND b.status = 'open'), 0)::bigint AS reserved
+      FROM agents a JOIN accounts acc ON acc.id = 'agent:' || a.id
+     WHERE a.id = ANY(${ids}::text[])`;
+  const at = new Date().toISOString();
   await Promise.all(
-    rows.map(async (a) => {
-      const b = await balance(sql, a.id);
+    rows.map((a) => {
       const state: AgentState = {
         agent_id: a.id,
-        balance: toCredits(b.balance),
-        reserved: toCredits(b.reserved),
-        available: toCredits(b.available),
+        balance: toCredits(a.balance),
+        reserved: toCredits(a.reserved),
+        available: toCredits(BigInt(a.balance) - BigInt(a.reserved)),
         status: a.status,
         parent_id: a.parent_id,
-        updated_at: new Date().toISOString(),
+        updated_at: at,
       };
-      await kv.put(a.id, JSON.stringify(state));
+      return kv.put(a.id, JSON.stringify(state));
     }),
   );
 }
@@ -60,4 +64,41 @@ export async function rebuildProjections(agents: KV, prices: KV, sql: Sql): Prom
   await projectAgents(agents, sql, ids);
   const p = await projectPrices(prices, sql);
   return { agents: ids.length, prices: p.length };
+}
+
+/**
+ * Coalesces read-model updates: agents marked dirty are projected together shortly after (one
+ * query and one put per agent however many commits touched it meanwhile). The state written is
+ * read after the last of those commits, so KV never shows an older state than the commit that
+ * marked it.
+ */
+export class AgentProjector {
+  readonly #kv: () => Promise<KV>;
+  readonly #sql: () => Promise<Sql>;
+  readonly #delayMs: number;
+  #dirty = new Set<string>();
+  #timer?: NodeJS.Timeout;
+  #flushing: Promise<void> = Promise.resolve();
+
+  constructor(kv: () => Promise<KV>, sql: () => Promise<Sql>, delayMs = 20) {
+    this.#kv = kv;
+    this.#sql = sql;
+    this.#delayMs = delayMs;
+  }
+
+  mark(agentIds: Iterable<string>): void {
+    for (const id of agentIds) this.#dirty.add(id);
+    if (!this.#timer && this.#dirty.size) {
+      this.#timer = setTimeout(() => {
+        this.#timer = undefined;
+        this.#flushing = this.#flushing.then(() => this.flush()).catch(() => {});
+      }, this.#delayMs);
+    }
+  }
+
+  async flush(): Promise<void> {
+    const ids = [...this.#dirty];
+    this.#dirty.clear();
+    if (ids.length) await projectAgents(await this.#kv(), await this.#sql(), ids);
+  }
 }

@@ -75,7 +75,12 @@ describe("economy end to end", () => {
       const all = await auditEvents(nats);
       const ok = all.some((e) => e.type === "resources_allocated") && all.some((e) => e.type === "bid_lost") && all.some((e) => e.type === "price_update" && (e.payload as { demand: number }).demand > 0);
       return ok ? all : undefined;
-    }, 15_000);
+    }, 15_000).catch(async (err) => {
+      const bids = await db.sql`SELECT agent_id, status, reason, window_id FROM bids`;
+      const windows = await db.sql`SELECT window_id, summary FROM market_windows ORDER BY window_id DESC LIMIT 3`;
+      const types = (await auditEvents(nats)).map((e) => e.type).join(",");
+      throw new Error(`${(err as Error).message}\nbids ${JSON.stringify(bids, (_k, v) => (typeof v === "bigint" ? String(v) : v))}\nwindows ${JSON.stringify(windows, (_k, v) => (typeof v === "bigint" ? String(v) : v))}\nevents ${types}\n${lines.join("\n")}`);
+    });
 
     assert.equal((await balanceOf("bob")).balance, 60, "the winner pays 2000 × 0.02");
     assert.deepEqual(await balanceOf("alice"), { agent_id: "alice", balance: 100, reserved: 0, available: 100 }, "the loser keeps everything");

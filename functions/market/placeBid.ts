@@ -1,14 +1,28 @@
 import * as v from "valibot";
 import { defineFunction } from "syntropism";
-import { placeBid } from "../../economy/bids.ts";
-import { flushEvents } from "../../economy/events.ts";
-import { AGENT_STATE, projectAgents } from "../../economy/projections.ts";
+import type { KV } from "@nats-io/kv";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { BidBatcher } from "../../economy/bids.ts";
+import { flushEvents, publishRecorded } from "../../economy/events.ts";
+import { AGENT_STATE, AgentProjector } from "../../economy/projections.ts";
 import { causeOf, database, economyConfig, windowOf } from "../../economy/runtime.ts";
 
 // `nats pub market.bid.agent_1 '{"resource":"cpu","quantity":500,"price":0.002}'` — a bid for this
 // window's auction: price is credits per unit. Accepted → bid_placed (the amount is reserved);
 // refused → bid_rejected with a reason (INSUFFICIENT_FUNDS, UNKNOWN_AGENT, BELOW_MARKET_PRICE …).
+// Bids handled at the same time in one worker are written in one transaction (economy/bids.ts),
+// their events published together; their agents' read models (KV) follow within ~20 ms.
 const config = economyConfig();
+let out: { js: JetStreamClient; kv: Promise<KV> } | undefined;
+const projector = new AgentProjector(() => out!.kv, database);
+const batcher = new BidBatcher(database);
+batcher.afterCommit = async (sql, group, results, recorded) => {
+  await publishRecorded(out!.js, sql, recorded);
+  // duplicates (redeliveries) may have events a crashed worker never published
+  const repeats = group.filter((_g, i) => results[i]!.duplicate).map((g) => g.cause.sourceMsgId);
+  if (repeats.length) await flushEvents(out!.js, sql, repeats);
+  projector.mark(group.filter((_g, i) => (results[i] as { reason?: string }).reason !== "UNKNOWN_AGENT").map((g) => g.input.agentId));
+};
 
 export default defineFunction({
   description: "Validates a bid and enters it into the current window's auction",
@@ -18,14 +32,12 @@ export default defineFunction({
     quantity: v.pipe(v.number(), v.integer(), v.minValue(1)),
     price: v.pipe(v.number(), v.gtValue(0)),
   }),
-  concurrency: 16,
+  // many bids in flight per worker, so that they can share transactions
+  concurrency: 1024,
+  prefetch: 2048,
   handler: async (p, ctx) => {
+    out ??= { js: ctx.js, kv: ctx.kv(AGENT_STATE) };
     const agentId = ctx.subject.split(".")[2]!;
-    const sql = await database();
-    const cause = causeOf(ctx);
-    const result = await placeBid(sql, cause, { agentId, ...p, streamSeq: ctx.seq }, windowOf(Date.now(), config.windowMs));
-    await flushEvents(ctx.js, sql, cause.sourceMsgId);
-    if (!(result.status === "rejected" && result.reason === "UNKNOWN_AGENT")) await projectAgents(await ctx.kv(AGENT_STATE), sql, [agentId]);
-    return result;
+    return batcher.place({ cause: causeOf(ctx), input: { agentId, ...p, streamSeq: ctx.seq }, windowId: windowOf(Date.now(), config.windowMs) });
   },
 });
