@@ -1,4 +1,5 @@
 import { fileURLToPath } from "node:url";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import { parseArgs } from "node:util";
 import { migrate, openDatabase, type Database } from "./db.ts";
 import { isEconomyError } from "./errors.ts";
@@ -13,10 +14,19 @@ const USAGE = `Usage: economy <command> [options]
                           Σ agent balances = genesis + minted − burned, Σ all accounts = 0,
                           every transaction sums to zero, no agent below zero
   migrate                 apply the migrations in economy/migrations not yet applied
+  reward grant --agent ID --amount CREDITS [--reason TEXT] [--prompt ID] [--response TEXT]
+                          a human's reward: publishes admin.reward.grant (NATS_URL), which mints
+  projections rebuild     rewrite the agent_state and market_prices KV buckets from the ledger
 
-Environment: DATABASE_URL (postgres://…). Unset: the embedded PostgreSQL in .data/pg — the one
+Environment: NATS_URL (default nats://127.0.0.1:4222), DATABASE_URL (postgres://…). Unset: the embedded PostgreSQL in .data/pg — the one
 already running there (npm start), or one started for this command.
 `;
+
+function cliHeaders() {
+  const h = natsHeaders();
+  h.set("Syntropism-Sender", "cli");
+  return h;
+}
 
 export const ExitCode = { Ok: 0, Failed: 1, Usage: 64 } as const;
 
@@ -55,7 +65,19 @@ async function withDatabase<T>(migrate: boolean, fn: (db: Database) => Promise<T
 export async function run(argv: string[]): Promise<number> {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { json: { type: "boolean" }, help: { type: "boolean", short: "h" } }, allowPositionals: true });
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+        agent: { type: "string" },
+        amount: { type: "string" },
+        reason: { type: "string" },
+        prompt: { type: "string" },
+        response: { type: "string" },
+      },
+      allowPositionals: true,
+    });
   } catch (err) {
     console.error(`${(err as Error).message}\n\n${USAGE}`);
     return ExitCode.Usage;
@@ -75,6 +97,41 @@ export async function run(argv: string[]): Promise<number> {
       });
       console.log(json ? toJson(check) : formatCheck(check));
       return check.ok ? ExitCode.Ok : ExitCode.Failed;
+    }
+    if (command === "reward" && sub === "grant") {
+      const { agent, amount, reason, prompt, response } = parsed.values;
+      const credits = Number(amount);
+      if (!agent || !(credits > 0)) {
+        console.error(`reward grant needs --agent ID and --amount CREDITS (> 0)\n\n${USAGE}`);
+        return ExitCode.Usage;
+      }
+      const { connect } = await import("@nats-io/transport-node");
+      const { jetstream } = await import("@nats-io/jetstream");
+      const { natsServers } = await import("../host/configFile.ts");
+      const nc = await connect({ servers: natsServers(), name: "syntropism-economy-cli" });
+      try {
+        const body = { agent_id: agent, amount: credits, reason: reason ?? "", ...(prompt ? { prompt_id: prompt } : {}), ...(response ? { response } : {}) };
+        const ack = await jetstream(nc).publish("admin.reward.grant", JSON.stringify(body), { headers: cliHeaders() });
+        console.log(`reward of ${credits} credits to ${agent} queued (ECONOMY sequence ${ack.seq}); watch economic.reward_granted`);
+      } finally {
+        await nc.close();
+      }
+      return ExitCode.Ok;
+    }
+    if (command === "projections" && sub === "rebuild") {
+      const { connect } = await import("@nats-io/transport-node");
+      const { Kvm } = await import("@nats-io/kv");
+      const { natsServers } = await import("../host/configFile.ts");
+      const { rebuildProjections, AGENT_STATE, MARKET_PRICES } = await import("./projections.ts");
+      const nc = await connect({ servers: natsServers(), name: "syntropism-economy-cli" });
+      try {
+        const kvm = new Kvm(nc);
+        const n = await withDatabase(false, async ({ sql }) => rebuildProjections(await kvm.open(AGENT_STATE), await kvm.open(MARKET_PRICES), sql as never));
+        console.log(`rebuilt ${n.agents} agent(s) and ${n.prices} price(s)`);
+      } finally {
+        await nc.close();
+      }
+      return ExitCode.Ok;
     }
     if (command === "migrate" && sub === undefined) {
       const result = await withDatabase(false, ({ sql }) => migrate(sql));

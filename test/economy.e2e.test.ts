@@ -147,8 +147,20 @@ describe("economy end to end", () => {
     const { listDeadLetters } = await import("../host/deadLetter.ts");
     const dead = await waitFor("dead letter", async () => (await listDeadLetters(nats.jsm, "DEAD_LETTERS", { prefix: "dlq", fn: "economy/transfer" }))[0]);
     assert.equal(dead.error?.code, "INSUFFICIENT_FUNDS");
+    // a reward from the operator's CLI
+    const { spawn } = await import("node:child_process");
+    const code = await new Promise<number | null>((done) => {
+      const child = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, "economy/cli.ts"), "reward", "grant", "--agent", "bob", "--amount", "2", "--reason", "kind words"], {
+        cwd: ROOT,
+        env: { ...process.env, NATS_URL: nats.url },
+        stdio: "ignore",
+      });
+      child.on("exit", done);
+    });
+    assert.equal(code, 0);
+    await waitFor("CLI reward", async () => ((await bal("bob")) === 52 ? true : undefined));
     const check = await checkLedger(db.sql);
     assert.equal(check.ok, true);
-    assert.equal(check.minted, 5_000_000n);
+    assert.equal(check.minted, 7_000_000n);
   });
 });
