@@ -136,6 +136,7 @@ describe("economy end to end", () => {
     await nats.js.publish("admin.reward.grant", enc({ agent_id: "alice_jr", amount: 5, prompt_id: promptId, response: "plan B", reason: "useful" }));
     await nats.js.publish("economic.transfer.bob", enc({ to: "alice", amount: 1_000_000 })); // cannot afford
     await waitFor("reward", async () => (await auditEvents(nats)).find((e) => e.type === "reward_granted"));
+    const { spawn } = await import("node:child_process");
     const bal = async (a: string) => (await nats.nc.request(`economic.balance.${a}`, "", { timeout: 5000 })).json<{ balance: number }>().balance;
     assert.equal(await bal("bob"), 50);
     assert.equal(await bal("alice"), 80);
@@ -147,8 +148,30 @@ describe("economy end to end", () => {
     const { listDeadLetters } = await import("../host/deadLetter.ts");
     const dead = await waitFor("dead letter", async () => (await listDeadLetters(nats.jsm, "DEAD_LETTERS", { prefix: "dlq", fn: "economy/transfer" }))[0]);
     assert.equal(dead.error?.code, "INSUFFICIENT_FUNDS");
+    // balance, prices and a bid in one round trip
+    const trade = (await nats.nc.request("market.execute_trade", enc({ agent_id: "alice", bid: { resource: "memory", quantity: 100, price: 0.01 } }), { timeout: 5000 })).json<{
+      available: number;
+      reserved: number;
+      prices: Record<string, number>;
+      bid: { status: string; bidId: string };
+    }>();
+    assert.equal(trade.bid.status, "placed");
+    assert.equal(trade.reserved, 1);
+    assert.equal(trade.available, 79);
+    assert.deepEqual(Object.keys(trade.prices).sort(), ["attention", "cpu", "memory", "tokens"]);
+
+    // the read models come back from the ledger
+    const { Kvm } = await import("@nats-io/kv");
+    const agentsKv = await new Kvm(nats.nc).open("agent_state");
+    await agentsKv.purge("alice_jr");
+    const rebuilt = await new Promise<number | null>((done) => {
+      const child = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, "economy/cli.ts"), "projections", "rebuild"], { cwd: ROOT, env: { ...process.env, NATS_URL: nats.url, DATABASE_URL: db.url }, stdio: "ignore" });
+      child.on("exit", done);
+    });
+    assert.equal(rebuilt, 0);
+    assert.equal((await agentsKv.get("alice_jr"))!.json<{ balance: number; parent_id: string }>().parent_id, "alice");
+
     // a reward from the operator's CLI
-    const { spawn } = await import("node:child_process");
     const code = await new Promise<number | null>((done) => {
       const child = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, "economy/cli.ts"), "reward", "grant", "--agent", "bob", "--amount", "2", "--reason", "kind words"], {
         cwd: ROOT,
