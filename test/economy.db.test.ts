@@ -1,11 +1,11 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { connect, migrate, MIGRATIONS_DIR, openDatabase, readMigrations, type Sql } from "../economy/db.ts";
-import { EmbeddedPostgresError, runningCluster, startEmbeddedPostgres } from "../economy/embeddedPostgres.ts";
+import { effectiveDataDir, EmbeddedPostgresError, runningCluster, startEmbeddedPostgres } from "../economy/embeddedPostgres.ts";
 import { MigrationError } from "../economy/errors.ts";
 import { checkLedger, mint, openAccount, transfer } from "../economy/ledger.ts";
 import { suiteScope } from "./helpers/nats.ts";
@@ -225,13 +225,20 @@ describe("embedded PostgreSQL", () => {
     console.log(`embedded PostgreSQL: initdb ${Math.round(first.timings.initdbMs)} ms + start ${Math.round(first.timings.startMs)} ms; restart ${Math.round(second.timings.startMs)} ms (as OS user ${first.osUser})`);
   });
 
-  it("as root, names the directory the PostgreSQL user cannot reach", { skip: process.getuid?.() !== 0 && "runs as root only" }, async () => {
+  it("as root, keeps a cluster the PostgreSQL user cannot reach in the temporary directory instead", { skip: process.getuid?.() !== 0 && "runs as root only" }, async () => {
     const dir = tempDir(hooks, "syntropism-embedded-");
     const hidden = join(dir, "private");
     mkdirSync(hidden, { mode: 0o700 });
-    await assert.rejects(
-      startEmbeddedPostgres({ dataDir: join(hidden, "pg") }),
-      (e: Error & { code?: string }) => e instanceof EmbeddedPostgresError && e.code === "EMBEDDED_POSTGRES_ACCESS" && e.message.includes(join(hidden, "pg")),
-    );
+    const asked = join(hidden, "pg");
+    const where = effectiveDataDir(asked);
+    assert.notEqual(where, asked);
+    assert.ok(where.startsWith(tmpdir()));
+    const pg = await startEmbeddedPostgres({ dataDir: asked });
+    hooks.after(async () => {
+      await pg.stop();
+      rmSync(where, { recursive: true, force: true });
+    });
+    assert.ok(existsSync(join(where, "PG_VERSION")), "the cluster is not where effectiveDataDir says");
+    assert.equal(runningCluster(effectiveDataDir(asked))?.port, pg.port);
   });
 });
