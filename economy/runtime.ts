@@ -1,7 +1,10 @@
 import { NonRetriableError, type FunctionContext } from "../host/mod.ts";
 import { isRefusal } from "./errors.ts";
 import { Header } from "../host/headers.ts";
-import { connect, migrate, type Sql } from "./db.ts";
+import { resolve } from "node:path";
+import { connect, DEFAULT_DATA_DIR, migrate, type Sql } from "./db.ts";
+import { effectiveDataDir, runningCluster } from "./embeddedPostgres.ts";
+import { EconomyError, EconomyErrorCode } from "./errors.ts";
 import type { Cause } from "./events.ts";
 import { RESOURCES, type Resource } from "./auction.ts";
 import { toMicro } from "./money.ts";
@@ -37,7 +40,7 @@ let shared: Promise<Sql> | undefined;
 /** The worker's pool, migrated and with the market seeded (first use only). */
 export function database(): Promise<Sql> {
   shared ??= (async () => {
-    const sql = connect(process.env.DATABASE_URL, { max: Number(process.env.ECONOMY_DB_POOL ?? 10), applicationName: "syntropism-economy" });
+    const sql = connect(databaseUrl(), { max: Number(process.env.ECONOMY_DB_POOL ?? 10), applicationName: "syntropism-economy" });
     await migrate(sql);
     await seedMarket(sql, economyConfig().market);
     return sql;
@@ -46,6 +49,17 @@ export function database(): Promise<Sql> {
     throw err;
   });
   return shared;
+}
+
+/** DATABASE_URL, else the embedded cluster `npm start` runs in .data/pg. */
+export function databaseUrl(): string {
+  if (process.env.DATABASE_URL) return process.env.DATABASE_URL;
+  const running = runningCluster(effectiveDataDir(resolve(DEFAULT_DATA_DIR)));
+  if (running) return running.url;
+  throw new EconomyError(
+    EconomyErrorCode.Config,
+    "no database: set DATABASE_URL (postgres://…), or run `npm start`, which starts the embedded PostgreSQL in .data/pg",
+  );
 }
 
 /** Closes the shared pool (tests, shutdown). */
