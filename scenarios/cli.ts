@@ -1,40 +1,115 @@
-import { readdirSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { loadScenario, SCENARIOS_DIR, ScenarioFormatError } from "./format.ts";
+import { formatTable, junitXml, replayScenario, runScenario, startStack, type Report, type Stack } from "./runner.ts";
 
-// `scenario` — lists and runs the scenario files in this folder. Scenario files are *.scenario.json
-// or *.scenario.ts; `scenario ls` lists what is shipped.
+// `scenario` — lists, runs and replays the scenario files in this folder (*.scenario.json).
+// docs/scenarios.md is the reference.
 
-const here = dirname(fileURLToPath(import.meta.url));
+const here = SCENARIOS_DIR;
 
 const USAGE = `Usage: scenario <command>
-  ls           list the shipped scenarios
-  run NAME     run one scenario and judge it from the audit stream
+  ls                                        list the shipped scenarios and their purpose
+  run NAME|FILE [--json FILE] [--junit FILE]
+                                            run one scenario and judge it from the audit stream
+  replay CORRELATION_ID --scenario NAME|FILE [--json FILE] [--junit FILE]
+                                            re-judge a past run from the AUDIT stream only
+
+Environment: NATS_URL (a running stack; unset: one is started for the run, thrown away after),
+DATABASE_URL (with NATS_URL: the invariants also run the ledger check), LOG_LEVEL.
+Exit status: 0 every assertion passed, 1 one failed, 2 the run could not be made, 64 usage.
 `;
 
 export function shippedScenarios(dir = here): string[] {
   return readdirSync(dir)
-    .filter((f) => /\.scenario\.(json|ts)$/.test(f))
-    .map((f) => f.replace(/\.scenario\.(json|ts)$/, ""))
+    .filter((f) => /\.scenario\.json$/.test(f))
+    .map((f) => f.replace(/\.scenario\.json$/, ""))
     .sort();
 }
 
-export function run(argv: string[]): void {
-  const [command, name] = argv;
-  if (command === "ls") {
-    const names = shippedScenarios();
-    process.stdout.write(names.length ? `${names.join("\n")}\n` : "No scenarios are shipped yet.\n");
-    process.exit(0);
-  }
-  if (command === "run") {
-    const names = shippedScenarios();
-    if (!name || !names.includes(name)) {
-      process.stderr.write(`scenario: unknown scenario "${name ?? ""}"; shipped: ${names.join(", ") || "(none)"}\n`);
-      process.exit(1);
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+function writeOutputs(args: string[], report: Report): void {
+  const json = flag(args, "--json");
+  if (json) writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
+  const junit = flag(args, "--junit");
+  if (junit) writeFileSync(junit, junitXml([report]));
+}
+
+/** Runs the command; resolves to the exit status. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, target] = argv;
+  const out = (s: string) => process.stdout.write(s);
+  const err = (s: string) => process.stderr.write(s);
+  try {
+    if (command === "ls") {
+      const names = shippedScenarios();
+      if (!names.length) out("No scenarios are shipped yet.\n");
+      const width = Math.max(0, ...names.map((n) => n.length));
+      for (const n of names) out(`${n.padEnd(width)}  ${loadScenario(n).purpose}\n`);
+      return 0;
     }
+    if (command === "run" && target) {
+      const scenario = loadScenario(target);
+      const progress = (line: string) => out(`${line}\n`);
+      let stack: Stack | undefined;
+      let natsUrl = process.env.NATS_URL;
+      let databaseUrl = process.env.NATS_URL ? process.env.DATABASE_URL : undefined;
+      if (!natsUrl) {
+        out(`starting a throw-away stack (nats-server, PostgreSQL, the economy's functions); window ${scenario.window_ms} ms\n`);
+        stack = await startStack(scenario, (m) => out(`  ${m}\n`));
+        ({ natsUrl, databaseUrl } = stack);
+      } else if (scenario.setup.market) out("note: NATS_URL is set, so setup.market is not applied (it applies only to a stack the runner starts)\n");
+      try {
+        const report = await runScenario(scenario, { natsUrl, databaseUrl, progress });
+        out(`\n${formatTable(report)}`);
+        writeOutputs(argv, report);
+        return report.passed ? 0 : 1;
+      } finally {
+        await stack?.stop();
+      }
+    }
+    if (command === "replay" && target) {
+      const name = flag(argv, "--scenario");
+      if (!name) {
+        err("scenario replay: --scenario NAME is required (the scenario whose assertions to judge)\n");
+        return 64;
+      }
+      const natsUrl = process.env.NATS_URL;
+      if (!natsUrl) {
+        err("scenario replay: set NATS_URL to the server whose AUDIT stream holds the run (a run on a throw-away stack cannot be replayed)\n");
+        return 2;
+      }
+      const report = await replayScenario(loadScenario(name), target, { natsUrl, progress: (l) => out(`${l}\n`) });
+      out(`\n${formatTable(report)}`);
+      writeOutputs(argv, report);
+      return report.passed ? 0 : 1;
+    }
+  } catch (e) {
+    if (e instanceof ScenarioFormatError) {
+      err(`${e.message}\n`);
+      if (command === "run" && e.problems[0] === "no such scenario file") err(`shipped: ${shippedScenarios().join(", ") || "(none)"}\n`);
+      return 2;
+    }
+    err(`scenario: ${(e as Error).stack ?? e}\n`);
+    return 2;
   }
-  process.stdout.write(USAGE);
-  process.exit(command ? 64 : 0);
+  out(USAGE);
+  return command ? 64 : 0;
+}
+
+export function run(argv: string[]): void {
+  main(argv).then(
+    (code) => process.exit(code),
+    (e) => {
+      process.stderr.write(`${(e as Error).stack ?? e}\n`);
+      process.exit(2);
+    },
+  );
 }
 
 if (process.argv[1] && join(process.argv[1]) === fileURLToPath(import.meta.url)) run(process.argv.slice(2));
