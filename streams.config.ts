@@ -27,6 +27,15 @@ export default defineConfig({
       discard: "new",
     },
     {
+      name: "MCP",
+      description: "Agents' MCP tool requests for the gateway (functions/mcp, work queue)",
+      subjects: ["mcp.request.>"],
+      retention: "workqueue",
+      maxMsgs: 100_000,
+      maxBytes: 256 * 1024 * 1024,
+      discard: "new",
+    },
+    {
       name: "AUDIT",
       description: "Every economic fact as an event envelope (economy/catalogue.ts)",
       subjects: AUDIT_SUBJECTS,
@@ -40,6 +49,9 @@ export default defineConfig({
   kv: [
     { bucket: "agent_state", description: "Per-agent balance read model (rebuilt from the ledger)", history: 1 },
     { bucket: "market_prices", description: "Per-resource price read model", history: 5 },
+    { bucket: "mcp_cache", description: "MCP gateway: tool results by hash of server, tool and canonical params", history: 1, ttlMs: 3600_000 },
+    { bucket: "mcp_quotas", description: "MCP gateway: per-agent quota, key agent id, {max_mcp_calls_per_hour}", history: 1 },
+    { bucket: "mcp_usage", description: "MCP gateway: per-agent call counters (GCRA, compare-and-swap)", history: 1 },
   ],
   consumerDefaults: {
     ackWaitMs: 30_000,

@@ -75,6 +75,20 @@ export const EVENTS = {
     description: "an agent sent another agent a message (delivered on agent.<to>.inbox)",
     schema: v.object({ message_id: v.string(), from: id, to: id, body: v.string() }),
   },
+  mcp_completed: {
+    subject: "mcp.completed",
+    description: "an agent's MCP tool request through the gateway finished (ok, cached, or with an error outcome); cost is what it was charged",
+    schema: v.object({
+      request_id: v.string(),
+      agent_id: v.string(),
+      server: v.string(),
+      tool: v.string(),
+      outcome: v.picklist(["ok", "tool_error", "timeout", "unavailable", "unknown_server", "unknown_tool", "invalid_params", "over_quota", "insufficient_funds", "unknown_agent"]),
+      cache_hit: v.boolean(),
+      cost: credits,
+      duration_ms: v.pipe(v.number(), v.minValue(0)),
+    }),
+  },
 } as const;
 
 export type EventType = keyof typeof EVENTS;

@@ -1,0 +1,195 @@
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { headers as natsHeaders, type Subscription } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { loadConfigFile } from "../host/configFile.ts";
+import { Subjects } from "../contract/subjects.ts";
+import { listDeadLetters } from "../host/deadLetter.ts";
+import { checkLedger } from "../economy/ledger.ts";
+import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
+import { startTestDatabase, type TestDatabase } from "./helpers/pg.ts";
+import { ROOT, readSubject, startHost, waitFor } from "./helpers/host.ts";
+
+// The MCP gateway end to end: the project's functions in an in-process host, a real nats-server,
+// real PostgreSQL, and the local web_search MCP server as a real child process over stdio
+// (gateway/servers/webSearch.ts), which logs every tools/call it receives to a file.
+
+type Reply = { ok: boolean; request_id: string; cache_hit?: boolean; cost?: number; result?: { structuredContent?: { results: { id: string }[] } }; error?: { code: string; message: string } };
+
+describe("MCP gateway", () => {
+  const hooks = suiteScope(after);
+  let nats: TestNats;
+  let db: TestDatabase;
+  let lines: string[] = [];
+  let dir: string;
+  let callLog: string;
+  let crashMarker: string;
+  let sub: Subscription;
+  const replies = new Map<string, Reply[]>();
+  let n = 0;
+
+  const calls = (query: string) =>
+    existsSync(callLog) ? readFileSync(callLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { pid: number; query: string }).filter((c) => c.query === query) : [];
+  const balance = async (agent: string) => (await nats.nc.request(`economic.balance.${agent}`, "", { timeout: 5000 })).json<{ balance: number }>().balance;
+  const dead = () => listDeadLetters(nats.jsm, "DEAD_LETTERS", { prefix: "dlq", fn: "mcp/mcpWebSearch" });
+
+  /** Publishes a request; returns the reply subject to wait on. */
+  async function request(body: Record<string, unknown>, opts: { natsMsgId?: string } = {}): Promise<string> {
+    const reply = (body.reply_subject as string | undefined) ?? `replies.${++n}`;
+    const h = natsHeaders();
+    h.set("Syntropism-Correlation-Id", "gateway-test");
+    if (opts.natsMsgId) h.set("Nats-Msg-Id", opts.natsMsgId);
+    const full = { server: "search", tool: "web_search", reply_subject: reply, ...body };
+    await nats.js.publish(Subjects.mcpRequest(full.tool), JSON.stringify(full), { headers: h });
+    return reply;
+  }
+  const replyOn = (subject: string, count = 1, timeoutMs = 20_000) =>
+    waitFor(`reply on ${subject}`, () => ((replies.get(subject)?.length ?? 0) >= count ? replies.get(subject)! : undefined), timeoutMs).catch((err) => {
+      throw new Error(`${(err as Error).message}\n${lines.slice(-30).join("\n")}`);
+    });
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "gateway-test-"));
+    hooks.after(async () => rmSync(dir, { recursive: true, force: true }));
+    callLog = join(dir, "calls.jsonl");
+    crashMarker = join(dir, "crashed");
+    const config = {
+      servers: {
+        search: {
+          type: "stdio",
+          command: "node",
+          args: ["--import", "tsx", "gateway/servers/webSearch.ts"],
+          env: { WEB_SEARCH_CALL_LOG: callLog, WEB_SEARCH_CRASH_ONCE: crashMarker },
+          tools: { web_search: { cost: 0.01, cache_ttl_ms: 60_000 } },
+        },
+      },
+    };
+    writeFileSync(join(dir, "servers.json"), JSON.stringify(config));
+    process.env.MCP_GATEWAY_CONFIG = join(dir, "servers.json");
+    process.env.MCP_DEFAULT_MAX_CALLS_PER_HOUR = "100";
+    nats = await startTestNats(hooks);
+    db = await startTestDatabase(hooks);
+    process.env.DATABASE_URL = db.url;
+    const { closeDatabase } = await import("../economy/runtime.ts");
+    const { closeSharedGateway } = await import("../gateway/runtime.ts");
+    hooks.after(closeDatabase);
+    hooks.after(closeSharedGateway);
+    sub = nats.nc.subscribe("replies.>", {
+      callback: (_err, m) => {
+        const list = replies.get(m.subject) ?? [];
+        list.push(m.json<Reply>());
+        replies.set(m.subject, list);
+      },
+    });
+    hooks.after(async () => sub.unsubscribe());
+    const streams = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
+    ({ lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config: streams }));
+    for (const [agent, credits] of [["alice", 100], ["bob", 100], ["carol", 100], ["poor", 0.005]] as const) await nats.js.publish("admin.genesis", JSON.stringify({ agent_id: agent, credits }));
+    await waitFor("agents funded", async () => ((await balance("poor").catch(() => null)) === 0.005 ? true : undefined));
+  });
+
+  it("round trip: an agent searches, gets results on its reply subject, is charged, the event is audited", async () => {
+    const t0 = Date.now();
+    const subject = await request({ agent_id: "alice", params: { query: "nats key value compare and swap" }, msg_id: "rt-1" });
+    const [r] = await replyOn(subject);
+    assert.equal(r!.ok, true, JSON.stringify(r));
+    assert.equal(r!.cache_hit, false);
+    assert.equal(r!.result!.structuredContent!.results[0]!.id, "nats-kv");
+    assert.equal(await balance("alice"), 99.99);
+    const ev = await waitFor("mcp_completed", async () => (await readSubject(nats.jsm, "AUDIT", "mcp.completed")).map((m) => m.json<{ payload: Record<string, unknown>; correlation_id: string }>()).find((e) => e.payload.request_id === "rt-1"));
+    assert.deepEqual([ev.payload.outcome, ev.payload.cost, ev.payload.cache_hit, ev.correlation_id], ["ok", 0.01, false, "gateway-test"]);
+    assert.ok(typeof ev.payload.duration_ms === "number");
+    console.log(`round trip (first call starts the server): ${Date.now() - t0} ms`);
+  });
+
+  it("the same request delivered twice is charged once", async () => {
+    const before = await balance("bob");
+    const subject = await request({ agent_id: "bob", params: { query: "double entry ledger" }, msg_id: "dup-1" }, { natsMsgId: "a" });
+    await request({ agent_id: "bob", params: { query: "double entry ledger" }, msg_id: "dup-1", reply_subject: subject }, { natsMsgId: "b" });
+    const rs = await replyOn(subject, 2);
+    assert.ok(rs.every((r) => r.ok));
+    const [{ count }] = (await db.sql`SELECT count(*)::int AS count FROM ledger_transactions WHERE source_msg_id = 'mcp:dup-1'`) as unknown as [{ count: number }];
+    assert.equal(count, 1);
+    assert.equal(Math.round((before - (await balance("bob"))) * 1e6), 10_000);
+  });
+
+  it("an identical request is answered from the KV cache without calling the server", async () => {
+    const q = "exponential backoff jitter";
+    const s1 = await request({ agent_id: "alice", params: { query: q }, msg_id: "cache-1" });
+    const [r1] = await replyOn(s1);
+    const s2 = await request({ agent_id: "alice", params: { query: q }, msg_id: "cache-2" });
+    const [r2] = await replyOn(s2);
+    assert.equal(r1!.cache_hit, false);
+    assert.equal(r2!.cache_hit, true);
+    assert.deepEqual(r2!.result, r1!.result);
+    assert.equal(calls(q).length, 1, "the server saw one call");
+    assert.equal(r2!.cost, 0.01, "a hit is charged like a call");
+  });
+
+  it("an agent over its hourly quota gets QUOTA_EXCEEDED, is not charged, nothing is retried", async () => {
+    await (await new Kvm(nats.nc).open("mcp_quotas")).put("carol", JSON.stringify({ max_mcp_calls_per_hour: 2 }));
+    const out: Reply[] = [];
+    for (let i = 0; i < 3; i++) out.push((await replyOn(await request({ agent_id: "carol", params: { query: `quota ${i}` }, msg_id: `q-${i}` })))[0]!);
+    assert.deepEqual(out.map((r) => r.ok), [true, true, false]);
+    assert.equal(out[2]!.error!.code, "QUOTA_EXCEEDED");
+    assert.equal(await balance("carol"), 99.98);
+    assert.equal((await dead()).filter((d) => d.msgId.includes("q-")).length, 0);
+  });
+
+  it("insufficient funds: an error reply, nothing called", async () => {
+    const q = "agent token economy budget";
+    const [r] = await replyOn(await request({ agent_id: "poor", params: { query: q }, msg_id: "poor-1" }));
+    assert.equal(r!.error!.code, "INSUFFICIENT_FUNDS");
+    assert.equal(calls(q).length, 0);
+    assert.equal(await balance("poor"), 0.005);
+  });
+
+  it("unknown tool and invalid params: error reply and dead letter, not charged; a malformed request is dead-lettered", async () => {
+    const before = await balance("alice");
+    const [a] = await replyOn(await request({ agent_id: "alice", tool: "no_such_tool", params: {}, msg_id: "bad-tool" }));
+    assert.equal(a!.error!.code, "UNKNOWN_TOOL");
+    const [b] = await replyOn(await request({ agent_id: "alice", params: { query: 42 }, msg_id: "bad-params" }));
+    assert.equal(b!.error!.code, "INVALID_PARAMS");
+    await nats.js.publish(Subjects.mcpRequest("web_search"), JSON.stringify({ agent_id: "alice", tool: "web_search" }));
+    const dl = await waitFor("three dead letters", async () => {
+      const all = await dead();
+      return all.length >= 3 ? all : undefined;
+    });
+    const codes = dl.map((d) => d.error?.code ?? d.reason).sort();
+    assert.ok(codes.includes("UNKNOWN_TOOL") && codes.includes("INVALID_PARAMS"), codes.join(","));
+    assert.ok(dl.some((d) => d.reason === "HOST_ERR_INVALID_PAYLOAD"), dl.map((d) => d.reason).join(","));
+    assert.equal(await balance("alice"), before);
+  });
+
+  it("a call that times out is retried with backoff, charged once, then answered with TIMEOUT and dead-lettered", async () => {
+    const before = await balance("bob");
+    const t0 = Date.now();
+    const [r] = await replyOn(await request({ agent_id: "bob", params: { query: "slow search", delay_ms: 3000 }, timeout_ms: 200, msg_id: "slow-1" }), 1, 30_000);
+    assert.equal(r!.error!.code, "TIMEOUT");
+    assert.equal(calls("slow search").length, 3, "three attempts");
+    const dl = await waitFor("dead letter", async () => (await dead()).find((d) => d.reason === "HOST_ERR_MAX_DELIVERIES"));
+    assert.equal(dl.error?.code, "TIMEOUT");
+    assert.equal(dl.attempts, 3);
+    assert.equal(Math.round((before - (await balance("bob"))) * 1e6), 10_000, "charged once for three attempts");
+    console.log(`timeout → 3 attempts → error reply: ${Date.now() - t0} ms`);
+  });
+
+  it("a server that crashes during a call is restarted; the retry and the next call work", async () => {
+    const before = await balance("alice");
+    const t0 = Date.now();
+    const [r] = await replyOn(await request({ agent_id: "alice", params: { query: "circuit breaker", crash: true }, msg_id: "crash-1" }), 1, 30_000);
+    assert.equal(r!.ok, true, JSON.stringify(r));
+    const seen = calls("circuit breaker");
+    assert.equal(seen.length, 2);
+    assert.notEqual(seen[0]!.pid, seen[1]!.pid, "a new server process answered");
+    const [next] = await replyOn(await request({ agent_id: "alice", params: { query: "dead letter queues" }, msg_id: "after-crash" }));
+    assert.equal(next!.ok, true);
+    assert.equal(Math.round((before - (await balance("alice"))) * 1e6), 20_000);
+    console.log(`crash → restart → answer: ${Date.now() - t0} ms`);
+    const check = await checkLedger(db.sql);
+    assert.equal(check.ok, true);
+  });
+});
