@@ -84,6 +84,8 @@ export const ScenarioSchema = v.pipe(
       agents: v.array(v.strictObject({ id: agentId, credits: v.pipe(v.number(), v.minValue(0)), parent: v.optional(agentId) })),
       spawned: v.optional(v.array(agentId)),
       market: v.optional(Market),
+      /** Per-agent MCP gateway quotas, written to the mcp_quotas KV bucket before the stimuli. */
+      quotas: v.optional(v.record(agentId, v.strictObject({ max_mcp_calls_per_hour: v.pipe(v.number(), v.integer(), v.minValue(0)) }))),
     }),
     stimuli: v.array(Stimulus),
     assertions: v.pipe(v.array(AssertionSchema), v.minLength(1)),

@@ -179,6 +179,15 @@ export async function runScenario(s: Scenario, opts: RunOptions): Promise<Report
       if (!(await exists(a.id))) throw new Error(`setup: agent ${a.id} did not appear within the timeout`);
     }
 
+    if (s.setup.quotas) {
+      const { Kvm } = await import("@nats-io/kv");
+      const quotas = await new Kvm(nc).open("mcp_quotas");
+      for (const [agent, q] of Object.entries(s.setup.quotas)) {
+        await quotas.put(px.id(agent), JSON.stringify(q));
+        say(`setup: ${agent} may make ${q.max_mcp_calls_per_hour} MCP calls per hour`);
+      }
+    }
+
     // stimuli, each at its time after the start of the next market window (so that stimuli with
     // the same at_ms fall into the same window)
     const w = s.window_ms;
