@@ -1,5 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -12,6 +14,8 @@ import { checkLedger } from "../economy/ledger.ts";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { startTestDatabase, type TestDatabase } from "./helpers/pg.ts";
 import { ROOT, readSubject, startHost, waitFor } from "./helpers/host.ts";
+import { GatewayError, McpGateway } from "../gateway/client.ts";
+import { parseGatewayConfig } from "../gateway/config.ts";
 
 // The MCP gateway end to end: the project's functions in an in-process host, a real nats-server,
 // real PostgreSQL, and the local web_search MCP server as a real child process over stdio
@@ -191,5 +195,154 @@ describe("MCP gateway", () => {
     console.log(`crash → restart → answer: ${Date.now() - t0} ms`);
     const check = await checkLedger(db.sql);
     assert.equal(check.ok, true);
+  });
+});
+
+/**
+ * Starts gateway/servers/webSearch.ts over Streamable HTTP (`--http 0`: a free loopback port) as a
+ * real child process; resolves with the URL it prints once bound. Stopped (SIGTERM) in `hooks.after`.
+ */
+async function startHttpWebSearch(hooks: { after: (fn: () => Promise<void>) => void }, env: Record<string, string>): Promise<{ url: string; pid: number; stderr: () => string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", "gateway/servers/webSearch.ts", "--http", "0"], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  hooks.after(async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 5000);
+    await exited;
+    clearTimeout(timer);
+  });
+  let out = "";
+  let err = "";
+  child.stderr.on("data", (c: Buffer) => (err += c.toString("utf8")));
+  const url = await new Promise<string>((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`web_search --http printed no URL within 20 s\n${out}\n${err}`)), 20_000);
+    child.stdout.on("data", (c: Buffer) => {
+      out += c.toString("utf8");
+      const m = /listening on (http:\/\/127\.0\.0\.1:\d+\/mcp)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        ok(m[1]!);
+      }
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      fail(new Error(`web_search --http exited (${code ?? signal}) before listening\n${err}`));
+    });
+  });
+  return { url, pid: child.pid!, stderr: () => err };
+}
+
+// The same local web_search server, but as a Streamable HTTP server (`--http PORT`) on a loopback
+// port, reached by the gateway's StreamableHTTPClientTransport: directly through McpGateway, and
+// once end to end through functions/mcp/mcpWebSearch.ts (real nats-server, PostgreSQL, host).
+
+// the suite above points DATABASE_URL at its own (by now dropped) database; the test database
+// helper takes DATABASE_URL as its admin URL, so this suite puts back what the run started with
+const STARTING_DATABASE_URL = process.env.DATABASE_URL;
+
+describe("MCP gateway over Streamable HTTP", () => {
+  const hooks = suiteScope(after);
+  let nats: TestNats;
+  let lines: string[] = [];
+  let dir: string;
+  let callLog: string;
+  let configPath: string;
+  let server: { url: string; pid: number; stderr: () => string };
+  const replies = new Map<string, Reply[]>();
+
+  const calls = (query: string) =>
+    existsSync(callLog) ? readFileSync(callLog, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { pid: number; query: string }).filter((c) => c.query === query) : [];
+  const balance = async (agent: string) => (await nats.nc.request(`economic.balance.${agent}`, "", { timeout: 5000 })).json<{ balance: number }>().balance;
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), "gateway-http-test-"));
+    hooks.after(async () => rmSync(dir, { recursive: true, force: true }));
+    callLog = join(dir, "calls.jsonl");
+    server = await startHttpWebSearch(hooks, { WEB_SEARCH_CALL_LOG: callLog });
+    assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+\/mcp$/);
+    const config = { servers: { web: { type: "http", url: server.url, tools: { web_search: { cost: 0.02, cache_ttl_ms: 60_000 } } } } };
+    configPath = join(dir, "servers.json");
+    writeFileSync(configPath, JSON.stringify(config));
+    process.env.MCP_GATEWAY_CONFIG = configPath;
+    process.env.MCP_DEFAULT_MAX_CALLS_PER_HOUR = "100";
+    nats = await startTestNats(hooks);
+    if (STARTING_DATABASE_URL === undefined) delete process.env.DATABASE_URL;
+    else process.env.DATABASE_URL = STARTING_DATABASE_URL;
+    const db = await startTestDatabase(hooks);
+    process.env.DATABASE_URL = db.url;
+    const { closeDatabase } = await import("../economy/runtime.ts");
+    const { closeSharedGateway } = await import("../gateway/runtime.ts");
+    await closeSharedGateway(); // a gateway left from another suite would still hold the stdio config
+    hooks.after(closeDatabase);
+    hooks.after(closeSharedGateway);
+    const sub = nats.nc.subscribe("replies.http.>", {
+      callback: (_err, m) => {
+        const list = replies.get(m.subject) ?? [];
+        list.push(m.json<Reply>());
+        replies.set(m.subject, list);
+      },
+    });
+    hooks.after(async () => sub.unsubscribe());
+    const streams = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
+    ({ lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config: streams }));
+    await nats.js.publish("admin.genesis", JSON.stringify({ agent_id: "dora", credits: 1 }));
+    await waitFor("dora funded", async () => ((await balance("dora").catch(() => null)) === 1 ? true : undefined));
+  });
+
+  it("McpGateway lists the server's tools and calls web_search over HTTP; bad params and timeouts are classified", async () => {
+    const gw = new McpGateway(parseGatewayConfig(JSON.parse(readFileSync(configPath, "utf8")), ROOT));
+    try {
+      const listed = await gw.listAll();
+      assert.equal(listed.length, 1);
+      assert.equal(listed[0]!.error, undefined, listed[0]!.error);
+      const tool = listed[0]!.tools!.find((t) => t.name === "web_search");
+      assert.ok(tool, JSON.stringify(listed));
+      assert.deepEqual(tool.inputSchema.required, ["query"]);
+      assert.deepEqual(Object.keys(tool.inputSchema.properties ?? {}).sort(), ["crash", "delay_ms", "limit", "query"]);
+
+      const q = "nats key value compare and swap";
+      const r = await gw.call("web", "web_search", { query: q, limit: 3 });
+      assert.notEqual(r.isError, true, JSON.stringify(r));
+      const { results } = r.structuredContent as { results: { id: string }[] };
+      assert.equal(results[0]!.id, "nats-kv");
+      assert.ok(results.length <= 3);
+      assert.deepEqual(calls(q).map((c) => c.pid), [server.pid], "the HTTP server process answered, once");
+
+      await assert.rejects(gw.call("web", "web_search", { query: 42 }), (e: unknown) => e instanceof GatewayError && e.code === "INVALID_PARAMS");
+      await assert.rejects(gw.call("web", "web_search", { query: "slow over http", delay_ms: 3000 }, { timeoutMs: 200 }), (e: unknown) => e instanceof GatewayError && e.code === "TIMEOUT" && e.transient);
+      // stateless server: no session to lose; the same client goes on working after a timeout
+      const again = await gw.call("web", "web_search", { query: "double entry ledger", limit: 1 });
+      assert.equal((again.structuredContent as { results: unknown[] }).results.length, 1);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it("round trip through mcpWebSearch: the agent is charged, the HTTP server answers, the event is audited", async () => {
+    const q = "exponential backoff jitter";
+    const subject = "replies.http.rt";
+    const h = natsHeaders();
+    h.set("Syntropism-Correlation-Id", "gateway-http-test");
+    await nats.js.publish(
+      Subjects.mcpRequest("web_search"),
+      JSON.stringify({ agent_id: "dora", server: "web", tool: "web_search", params: { query: q }, reply_subject: subject, msg_id: "http-rt-1" }),
+      { headers: h },
+    );
+    const [r] = await waitFor(`reply on ${subject}`, () => replies.get(subject)).catch((err) => {
+      throw new Error(`${(err as Error).message}\n${lines.slice(-30).join("\n")}\n${server.stderr()}`);
+    });
+    assert.equal(r!.ok, true, JSON.stringify(r));
+    assert.equal(r!.cache_hit, false);
+    assert.equal(r!.cost, 0.02);
+    assert.ok(r!.result!.structuredContent!.results.length > 0, JSON.stringify(r));
+    assert.deepEqual(calls(q).map((c) => c.pid), [server.pid]);
+    assert.equal(await balance("dora"), 0.98);
+    const ev = await waitFor("mcp_completed", async () => (await readSubject(nats.jsm, "AUDIT", "mcp.completed")).map((m) => m.json<{ payload: Record<string, unknown>; correlation_id: string }>()).find((e) => e.payload.request_id === "http-rt-1"));
+    assert.deepEqual([ev.payload.server, ev.payload.outcome, ev.payload.cost, ev.correlation_id], ["web", "ok", 0.02, "gateway-http-test"]);
   });
 });
