@@ -3,7 +3,7 @@ import Bottleneck from "bottleneck";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport, getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
-import { ErrorCode, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
+import { ToolListChangedNotificationSchema, ErrorCode, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import { DEFAULT_TIMEOUT_MS, type GatewayConfig, type ServerConfig } from "./config.ts";
 
 // The gateway's MCP client: one SDK Client per declared server, connected on first use, its tools
@@ -137,7 +137,7 @@ export class McpGateway {
         this.#failed(c);
       }
     };
-    try {
+    const listAll = async (): Promise<Tool[]> => {
       const tools: Tool[] = [];
       let cursor: string | undefined;
       do {
@@ -145,7 +145,14 @@ export class McpGateway {
         tools.push(...page.tools);
         cursor = page.nextCursor;
       } while (cursor);
-      c.tools = tools;
+      return tools;
+    };
+    // a server that announces a changed tool list is listed again; the old list stays if that fails
+    client.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+      c.tools = await listAll().catch(() => c.tools);
+    });
+    try {
+      c.tools = await listAll();
     } catch (err) {
       await client.close().catch(() => {});
       throw err;

@@ -346,3 +346,24 @@ describe("MCP gateway over Streamable HTTP", () => {
     assert.deepEqual([ev.payload.server, ev.payload.outcome, ev.payload.cost, ev.correlation_id], ["web", "ok", 0.02, "gateway-http-test"]);
   });
 });
+
+describe("MCP gateway: a server's tool list changes", () => {
+  it("lists the tools again when the server announces a change", async () => {
+    const gw = new McpGateway(
+      parseGatewayConfig({ servers: { changing: { type: "stdio", command: "node", args: ["--import", "tsx", "test/fixtures/mcp/changingTools.ts"] } } }, ROOT),
+    );
+    try {
+      assert.deepEqual((await gw.tools("changing")).map((t) => t.name), ["add_tool"]);
+      await gw.call("changing", "add_tool", {});
+      const names = await waitFor("the new tool listed", async () => {
+        const n = (await gw.tools("changing")).map((t) => t.name).sort();
+        return n.includes("extra") ? n : undefined;
+      }, 10_000);
+      assert.deepEqual(names, ["add_tool", "extra"]);
+      const r = await gw.call("changing", "extra", { x: 21 });
+      assert.equal((r.content[0] as { text: string }).text, "42");
+    } finally {
+      await gw.close();
+    }
+  });
+});
