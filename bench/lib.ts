@@ -6,6 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { findNatsServer, startNatsServer } from "../host/natsServer.ts";
+import { waitFor as pollUntil } from "../test/helpers/host.ts";
 
 // Shared by every benchmark: statistics, the printed table, a private nats-server per benchmark,
 // the machine description and the results files.
@@ -170,19 +171,9 @@ export function writeResults(data: unknown): { file: string; latest: string } {
 
 // ------------------------------------------------------------------------------------------ misc
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v as T;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
+/** The test helpers' waitFor, polling every 20 ms by default (benchmarks wait on fast changes). */
+export function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 20): Promise<T> {
+  return pollUntil(what, probe, timeoutMs, everyMs);
 }
 
 /** A JSON payload of about `bytes` bytes: `{"t":<ms>,"i":<n>,"pad":"xxx…"}`. */

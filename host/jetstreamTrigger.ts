@@ -15,10 +15,10 @@ import {
 } from "./errors.ts";
 import { Header, headerRecord } from "./headers.ts";
 import type { RateLimiter } from "./rateLimit.ts";
-import { backoffDelay, type ResolvedFunction } from "./resolved.ts";
+import { backoffDelay, recordRun, type ResolvedFunction } from "./resolved.ts";
 import type { RunRecords } from "./runRecords.ts";
 import type { ServerFeatures } from "./serverFeatures.ts";
-import { Cancellation, runHandler, ShutdownAbort } from "./runHandler.ts";
+import { Cancellation, runHandler, ShutdownAbort, TIMED_OUT, within } from "./runHandler.ts";
 import type { Logger } from "./log.ts";
 import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
 import type { Span } from "@opentelemetry/api";
@@ -217,9 +217,7 @@ export class JetStreamTrigger {
       const outcome = await this.#decide(m, info, delivery);
       await this.#settle(m, info, outcome, deferrals, delivery);
     } finally {
-      const elapsed = process.hrtime.bigint() - started;
-      fn.stats.processingNs += elapsed;
-      fn.stats.recent.add(Number(elapsed) / 1e6);
+      recordRun(fn.stats, started);
       if (span?.isRecording()) endSpan(span, "error", { message: "processing ended without an outcome" });
     }
   }
@@ -380,11 +378,9 @@ export class JetStreamTrigger {
 
   async #drain(graceMs: number): Promise<void> {
     await this.#loop;
-    const settled = Promise.allSettled([...this.#held]);
-    const timer = sleep(graceMs, "timeout" as const, { ref: false });
-    if ((await Promise.race([settled.then(() => "done" as const), timer])) === "timeout") {
+    if ((await within(Promise.allSettled([...this.#held]), graceMs)) === TIMED_OUT) {
       for (const ac of this.#running) ac.abort(new ShutdownAbort());
-      await Promise.race([Promise.allSettled([...this.#held]), sleep(2000, undefined, { ref: false })]);
+      await within(Promise.allSettled([...this.#held]), 2000);
     }
   }
 }

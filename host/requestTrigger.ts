@@ -5,8 +5,8 @@ import { createContext, decodePayload, Delivery, encodeJson, type ContextDeps } 
 import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
 import { ErrorCode, coerceError, isNonRetriable, serializeError, type SerializedError } from "./errors.ts";
 import { Header, headerRecord } from "./headers.ts";
-import type { ResolvedFunction } from "./resolved.ts";
-import { Cancellation, runHandler, ShutdownAbort } from "./runHandler.ts";
+import { recordRun, type ResolvedFunction } from "./resolved.ts";
+import { Cancellation, runHandler, ShutdownAbort, TIMED_OUT, within } from "./runHandler.ts";
 
 // Core request-reply in a queue group: every worker subscribes, the server picks one per request.
 // The reply is the handler's result as JSON; a failure replies `{ "error": { name, code, message } }`
@@ -100,9 +100,7 @@ export class RequestTrigger {
       delivery.log.error({ err: coerceError(err) }, "could not answer request");
       if (span.isRecording()) endSpan(span, "error", { message: (err as Error).message });
     } finally {
-      const elapsed = process.hrtime.bigint() - started;
-      fn.stats.processingNs += elapsed;
-      fn.stats.recent.add(Number(elapsed) / 1e6);
+      recordRun(fn.stats, started);
     }
   }
 
@@ -120,11 +118,9 @@ export class RequestTrigger {
   /** Stops taking requests; in-flight ones finish within graceMs, then are aborted. */
   async stop(graceMs: number): Promise<void> {
     if (this.#sub && !this.#sub.isClosed()) await this.#sub.drain().catch(() => this.#sub?.unsubscribe());
-    const idle = this.#queue.onIdle();
-    const timeout = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs).unref());
-    if ((await Promise.race([idle, timeout])) === "timeout") {
+    if ((await within(this.#queue.onIdle(), graceMs)) === TIMED_OUT) {
       for (const ac of this.#running) ac.abort(new ShutdownAbort());
-      await Promise.race([this.#queue.onIdle(), new Promise((r) => setTimeout(r, 2000).unref())]);
+      await within(this.#queue.onIdle(), 2000);
     }
   }
 }

@@ -20,6 +20,13 @@ export type FunctionStats = {
   recent: LatencyWindow;
 };
 
+/** Adds one handling (from `started`, a process.hrtime.bigint()) to a function's statistics. */
+export function recordRun(stats: FunctionStats, started: bigint): void {
+  const elapsed = process.hrtime.bigint() - started;
+  stats.processingNs += elapsed;
+  stats.recent.add(Number(elapsed) / 1e6);
+}
+
 /** A ring of the last `size` durations (ms). */
 export class LatencyWindow {
   readonly #values: Float64Array;

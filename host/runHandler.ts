@@ -63,3 +63,14 @@ export async function runHandler(fn: ResolvedFunction, payload: unknown, ctx: Fu
     aborted.catch(() => {});
   }
 }
+
+export const TIMED_OUT = Symbol("timed out");
+
+/** `p`, or TIMED_OUT when it has not settled within `ms` (the timer is cleared either way). */
+export function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
+    timer = setTimeout(() => resolve(TIMED_OUT), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}

@@ -23,6 +23,7 @@ import { MicroResponder } from "./micro.ts";
 import { RateLimiter } from "./rateLimit.ts";
 import { RequestTrigger } from "./requestTrigger.ts";
 import { ScheduleTrigger } from "./scheduleTrigger.ts";
+import { TIMED_OUT, within } from "./runHandler.ts";
 import { resolveFunction, type ResolvedFunction } from "./resolved.ts";
 import { RunRecords } from "./runRecords.ts";
 import { featuresOf, missingFeatures, type ServerFeatures } from "./serverFeatures.ts";
@@ -222,16 +223,6 @@ export class Host {
     })();
     return this.#stopping;
   }
-}
-
-const TIMED_OUT = Symbol("timed out");
-
-function within<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<typeof TIMED_OUT>((resolve) => {
-    timer = setTimeout(() => resolve(TIMED_OUT), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 export function consumerConfigOf(fn: ResolvedFunction): Partial<ConsumerConfig> & { durable_name: string } {

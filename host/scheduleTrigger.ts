@@ -1,8 +1,8 @@
 import type { MessageInfo } from "./define.ts";
 import { createContext, Delivery, type ContextDeps } from "./context.ts";
 import { coerceError, serializeError } from "./errors.ts";
-import type { ResolvedFunction } from "./resolved.ts";
-import { Cancellation, runHandler, ShutdownAbort } from "./runHandler.ts";
+import { recordRun, type ResolvedFunction } from "./resolved.ts";
+import { Cancellation, runHandler, ShutdownAbort, TIMED_OUT, within } from "./runHandler.ts";
 import { endSpan, otelContext, startDeliverySpan, trace } from "./tracing.ts";
 import { ROOT_CONTEXT } from "@opentelemetry/api";
 
@@ -69,9 +69,7 @@ export class ScheduleTrigger {
         endSpan(span, "error", e);
       }
     } finally {
-      const elapsed = process.hrtime.bigint() - started;
-      fn.stats.processingNs += elapsed;
-      fn.stats.recent.add(Number(elapsed) / 1e6);
+      recordRun(fn.stats, started);
     }
   }
 
@@ -80,8 +78,7 @@ export class ScheduleTrigger {
     clearTimeout(this.#timer);
     const running = this.#running;
     if (!running) return;
-    const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), graceMs).unref());
-    if ((await Promise.race([running.done.then(() => "done" as const), timer])) === "timeout") {
+    if ((await within(running.done, graceMs)) === TIMED_OUT) {
       running.cancel.abort(new ShutdownAbort());
       await running.done.catch((err) => this.#deps.log.warn({ err: coerceError(err) }, "scheduled run did not stop"));
     }

@@ -5,7 +5,7 @@ import { once } from "node:events";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { headers as natsHeaders, type Subscription } from "@nats-io/transport-node";
+import { headers as natsHeaders, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { loadConfigFile } from "../host/configFile.ts";
 import { Subjects } from "../contract/subjects.ts";
@@ -20,6 +20,17 @@ import { parseGatewayConfig } from "../gateway/config.ts";
 // The MCP gateway end to end: the project's functions in an in-process host, a real nats-server,
 // real PostgreSQL, and the local web_search MCP server as a real child process over stdio
 // (gateway/servers/webSearch.ts), which logs every tools/call it receives to a file.
+
+/** Keeps every reply published on `filter`, by subject. */
+function collectReplies(nc: NatsConnection, filter: string, into: Map<string, Reply[]>): Subscription {
+  return nc.subscribe(filter, {
+    callback: (_err, m) => {
+      const list = into.get(m.subject) ?? [];
+      list.push(m.json<Reply>());
+      into.set(m.subject, list);
+    },
+  });
+}
 
 type Reply = { ok: boolean; request_id: string; cache_hit?: boolean; cost?: number; result?: { structuredContent?: { results: { id: string }[] } }; error?: { code: string; message: string } };
 
@@ -81,13 +92,7 @@ describe("MCP gateway", () => {
     const { closeSharedGateway } = await import("../gateway/runtime.ts");
     hooks.after(closeDatabase);
     hooks.after(closeSharedGateway);
-    sub = nats.nc.subscribe("replies.>", {
-      callback: (_err, m) => {
-        const list = replies.get(m.subject) ?? [];
-        list.push(m.json<Reply>());
-        replies.set(m.subject, list);
-      },
-    });
+    sub = collectReplies(nats.nc, "replies.>", replies);
     hooks.after(async () => sub.unsubscribe());
     const streams = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
     ({ lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config: streams }));
@@ -280,13 +285,7 @@ describe("MCP gateway over Streamable HTTP", () => {
     await closeSharedGateway(); // a gateway left from another suite would still hold the stdio config
     hooks.after(closeDatabase);
     hooks.after(closeSharedGateway);
-    const sub = nats.nc.subscribe("replies.http.>", {
-      callback: (_err, m) => {
-        const list = replies.get(m.subject) ?? [];
-        list.push(m.json<Reply>());
-        replies.set(m.subject, list);
-      },
-    });
+    const sub = collectReplies(nats.nc, "replies.http.>", replies);
     hooks.after(async () => sub.unsubscribe());
     const streams = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
     ({ lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config: streams }));

@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { defineFunction, NonRetriableError } from "syntropism";
 import { flushEvents, recordEvents } from "../../economy/events.ts";
-import { agentAccount, inTransaction, openAccount, transfer } from "../../economy/ledger.ts";
+import { agentAccount, inTransaction, lockAccounts, openAccount, transfer } from "../../economy/ledger.ts";
 import { toCredits, toMicro } from "../../economy/money.ts";
 import { AGENT_STATE, projectAgents } from "../../economy/projections.ts";
 import { asRefusal, causeOf, database } from "../../economy/runtime.ts";
@@ -23,8 +23,9 @@ export default defineFunction({
         if (existing) throw new NonRetriableError(`agent ${p.child_id} already exists`, { code: "AGENT_EXISTS" });
         await openAccount(tx, p.child_id, { parentId: parent, sourceMsgId: cause.sourceMsgId });
         await transfer(tx, { sourceMsgId: cause.sourceMsgId, from: parent, to: p.child_id, amount: toMicro(p.credits), kind: "spawn", correlationId: cause.correlationId, causationId: cause.causationId });
-        const bal = await tx<{ id: string; balance: bigint }[]>`SELECT id, balance FROM accounts WHERE id IN (${agentAccount(parent)}, ${agentAccount(p.child_id)})`;
-        const of = (a: string) => toCredits(bal.find((b) => b.id === agentAccount(a))!.balance);
+        // already locked by the movement in this transaction: a read of the balances after it
+        const bal = await lockAccounts(tx, [agentAccount(parent), agentAccount(p.child_id)]);
+        const of = (a: string) => toCredits(bal.get(agentAccount(a))!);
         await recordEvents(tx, cause, [
           { type: "agent_spawned", to: p.child_id, payload: { agent_id: p.child_id, parent_id: parent, credits: p.credits } },
           { type: "credits_transferred", to: p.child_id, payload: { from: parent, to: p.child_id, amount: p.credits, kind: "spawn", from_balance: of(parent), to_balance: of(p.child_id) } },

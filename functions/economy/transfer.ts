@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { defineFunction } from "syntropism";
 import { flushEvents, recordEvents } from "../../economy/events.ts";
-import { agentAccount, inTransaction, transfer } from "../../economy/ledger.ts";
+import { agentAccount, inTransaction, lockAccounts, transfer } from "../../economy/ledger.ts";
 import { toCredits, toMicro } from "../../economy/money.ts";
 import { AGENT_STATE, projectAgents } from "../../economy/projections.ts";
 import { asRefusal, causeOf, database } from "../../economy/runtime.ts";
@@ -19,8 +19,9 @@ export default defineFunction({
       inTransaction(sql, async (tx) => {
         const r = await transfer(tx, { sourceMsgId: cause.sourceMsgId, from, to: p.to, amount: toMicro(p.amount), correlationId: cause.correlationId, causationId: cause.causationId, memo: p.memo ? { memo: p.memo } : undefined });
         if (r.duplicate) return;
-        const bal = await tx<{ id: string; balance: bigint }[]>`SELECT id, balance FROM accounts WHERE id IN (${agentAccount(from)}, ${agentAccount(p.to)})`;
-        const of = (a: string) => toCredits(bal.find((b) => b.id === agentAccount(a))!.balance);
+        // already locked by the movement in this transaction: a read of the balances after it
+        const bal = await lockAccounts(tx, [agentAccount(from), agentAccount(p.to)]);
+        const of = (a: string) => toCredits(bal.get(agentAccount(a))!);
         await recordEvents(tx, cause, [{ type: "credits_transferred", to: p.to, payload: { from, to: p.to, amount: p.amount, kind: "transfer", from_balance: of(from), to_balance: of(p.to) } }]);
       }),
     );
