@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { ErrorCode, HostError } from "./errors.ts";
+import { ErrorCode, HostError, type ErrorClassifier } from "./errors.ts";
 
 // streams.config.ts declares every stream, consumer default and KV bucket. The host adds its own
 // resources (the dead-letter stream and two KV buckets) so `host streams plan` shows them as well.
@@ -86,6 +86,12 @@ const HostConfigSchema = v.strictObject({
     }),
     {},
   ),
+  /**
+   * Classifies errors thrown by any function's handler once, for every function: non-retriable
+   * (dead-lettered at once), retriable (counted against maxDeliver) or transient (retried without
+   * spending attempts). See ErrorClass in host/errors.ts.
+   */
+  classifyError: v.optional(v.custom<ErrorClassifier>((f) => typeof f === "function", "must be a function (err) => class")),
   /** How long completion records (idempotency keys) and deferral counts are kept. */
   idempotencyTtlMs: v.optional(positive, 24 * 3600 * 1000),
 });

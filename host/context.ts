@@ -3,7 +3,7 @@ import { headers as natsHeaders, type MsgHdrs, type NatsConnection } from "@nats
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { FunctionContext, MessageInfo, PublishOptions } from "./define.ts";
-import { ErrorCode } from "./errors.ts";
+import { ErrorCode, type ErrorClassifier } from "./errors.ts";
 import { Header } from "./headers.ts";
 import type { Logger } from "./log.ts";
 import { asStreamFull, type Backpressure } from "./backpressure.ts";
@@ -48,6 +48,8 @@ export type ContextDeps = {
   kv(bucket: string): Promise<KV>;
   backpressure: Backpressure;
   log: Logger;
+  /** The config's classifyError, applied to whatever a handler throws. */
+  classifyError?: ErrorClassifier;
 };
 
 const encoder = new TextEncoder();

@@ -96,13 +96,34 @@ export function coerceError(thrown: unknown): Error {
   return new Error(`non-error thrown: ${text}`, { cause: thrown });
 }
 
+/**
+ * What a host-wide classifier (`classifyError` in streams.config.ts) says of an error a handler threw:
+ * - `non-retriable`: can never succeed (bad input, a domain refusal, a constraint): term + dead letter at once;
+ * - `retriable`: may succeed on another attempt: nak with backoff, counted against maxDeliver;
+ * - `transient`: a dependency is unavailable (database restarting, connection reset): nak with
+ *   backoff without spending the message's attempts, so an outage dead-letters nothing.
+ * `undefined` leaves the decision to the host (retriable unless a NonRetriableError).
+ */
+export type ErrorClass = "non-retriable" | "retriable" | "transient";
+export type ErrorClassifier = (err: unknown) => ErrorClass | undefined;
+
+/** The classifier's verdict, or undefined when it has none or throws (a classifier must not break handling). */
+export function classify(classifier: ErrorClassifier | undefined, err: unknown): ErrorClass | undefined {
+  if (!classifier) return undefined;
+  try {
+    return classifier(err);
+  } catch {
+    return undefined;
+  }
+}
+
 export type SerializedError = { name: string; code: string; message: string };
 
 /** The `{ name, code, message }` shape used in replies and dead letters. */
 export function serializeError(thrown: unknown, maxMessage = 2000): SerializedError {
   const err = coerceError(thrown);
   const raw = (err as Error & { code?: unknown }).code;
-  const code = typeof raw === "string" ? raw : ErrorCode.Handler;
+  const code = typeof raw === "string" && raw ? raw : ErrorCode.Handler;
   const message = err.message.length > maxMessage ? `${err.message.slice(0, maxMessage)}…` : err.message;
   return { name: err.name, code, message };
 }

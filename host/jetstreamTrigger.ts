@@ -6,6 +6,7 @@ import { createContext, decodePayload, Delivery, type ContextDeps } from "./cont
 import { writeDeadLetter } from "./deadLetter.ts";
 import {
   ErrorCode,
+  classify,
   coerceError,
   isNonRetriable,
   isRetryAfter,
@@ -293,6 +294,10 @@ export class JetStreamTrigger {
     if (isStreamFull(thrown)) return { kind: "defer", delayMs: this.#deps.backpressure.options.pauseMs * 5, why: "stream full" };
     fn.stats.lastError = `${error.code}: ${error.message}`;
     if (isNonRetriable(thrown)) return { kind: "dead", reason: ErrorCode.NonRetriable, error };
+    const verdict = classify(this.#deps.classifyError, thrown);
+    if (verdict === "non-retriable") return { kind: "dead", reason: ErrorCode.NonRetriable, error };
+    // a dependency is down: wait for it with backoff, without spending the message's attempts
+    if (verdict === "transient") return { kind: "defer", delayMs: backoffDelay(fn.backoff, info.deliveryCount), why: `dependency unavailable (${error.code}: ${error.message.slice(0, 120)})` };
     if (info.attempt >= fn.maxDeliver) return { kind: "dead", reason: ErrorCode.MaxDeliveries, error };
     if (isRetryAfter(thrown)) return { kind: "retry", delayMs: thrown.retryAfterMs, error };
     return { kind: "retry", delayMs: backoffDelay(fn.backoff, info.attempt), error };

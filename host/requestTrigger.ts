@@ -3,7 +3,7 @@ import { headers as natsHeaders, nuid, type Msg, type Subscription } from "@nats
 import type { MessageInfo } from "./define.ts";
 import { createContext, decodePayload, Delivery, encodeJson, type ContextDeps } from "./context.ts";
 import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
-import { ErrorCode, coerceError, isNonRetriable, serializeError, type SerializedError } from "./errors.ts";
+import { ErrorCode, classify, coerceError, isNonRetriable, serializeError, type SerializedError } from "./errors.ts";
 import { Header, headerRecord } from "./headers.ts";
 import { recordRun, type ResolvedFunction } from "./resolved.ts";
 import { Cancellation, runHandler, ShutdownAbort, TIMED_OUT, within } from "./runHandler.ts";
@@ -90,8 +90,9 @@ export class RequestTrigger {
       } catch (err) {
         const e = serializeError(err);
         if (err instanceof ShutdownAbort) e.code = ErrorCode.Timeout;
-        if (!isNonRetriable(err)) delivery.log.warn({ error: e }, "request handler failed");
-        this.#fail(msg, e, isNonRetriable(err));
+        const refused = isNonRetriable(err) || classify(this.#deps.classifyError, err) === "non-retriable";
+        if (!refused) delivery.log.warn({ error: e }, "request handler failed");
+        this.#fail(msg, e, refused);
         endSpan(span, "error", e);
       } finally {
         this.#running.delete(ac);

@@ -141,6 +141,7 @@ export class Host {
       runs: this.#runs,
       log: this.log,
       features: this.features,
+      classifyError: this.#opts.config.classifyError,
       deadLetters: { stream: this.#opts.config.deadLetter.stream, prefix: this.#opts.config.deadLetter.subjectPrefix },
     };
   }
