@@ -16,7 +16,7 @@ import { applyPlan, formatPlan, planStreams } from "./streams.ts";
 import { Supervisor } from "./supervisor.ts";
 import { startTracing } from "../otel/tracing.ts";
 import { otlpTracesUrl, TraceBridge } from "../otel/bridge.ts";
-import { collectStatus, formatStatus, table } from "./status.ts";
+import { collectStatus, formatStatus, healthOf, table } from "./status.ts";
 
 // `host` — run functions and look after the streams they use. `host help` lists the commands.
 
@@ -44,8 +44,10 @@ Audit
                                      lists each bad one, exit 3 if any
 
 Seeing it
-  status [--interval MS]             per function: pending, ack pending, redelivered, dead letters,
-                                     throughput and latency from every running worker
+  status [--interval MS]             per function: state, pending, ack pending, redelivered, dead
+                                     letters, throughput and latency from every running worker
+  health                             ok (exit 0), or degraded / down (exit 1) with each failing
+                                     function's error: for probes and scripts
   trace-bridge                       forward spans published on trace.> to OTEL_EXPORTER_OTLP_ENDPOINT
 
 Common options
@@ -127,6 +129,8 @@ export async function main(argv: string[]): Promise<number> {
       return dlq(sub, rest, flags);
     case "status":
       return status(flags);
+    case "health":
+      return health(flags);
     case "audit":
       if (sub !== "verify") throw new UsageError("audit needs verify");
       return withJsm((_nc, jsm) => auditVerifyCommand(jsm.jetstream(), { stream: flags.stream, subject: flags.subject, json: flags.json }, out));
@@ -188,6 +192,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
   const wlog = log.child({ worker: Number(index) });
   const config = await loadConfigFile(configPath(flags));
   const tracing = await startTracing({ serviceName: config.service.name });
+  let stop: (why: string, code?: number) => void = () => {};
   const host = new Host({
     servers: natsServers(),
     functionsDir: functionsDir(flags),
@@ -196,15 +201,19 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
     graceMs: intFlag(flags.grace, "grace", 10_000),
     log: wlog,
     name: `syntropism-worker-${index}`,
+    onConnectionClosed: (err) => {
+      wlog.error({ err }, "the NATS connection closed for good; exiting so that the supervisor starts a fresh worker");
+      stop("connection closed", 1);
+    },
   });
   const stopped = new Promise<number>((resolveExit) => {
     let stopping = false;
-    const stop = (why: string) => {
+    stop = (why: string, code = 0) => {
       if (stopping) return;
       stopping = true;
       wlog.info({ why }, "stopping");
       host.stop().then(tracing.shutdown).then(
-        () => resolveExit(0),
+        () => resolveExit(code),
         (err) => {
           wlog.error({ err: coerceError(err) }, "stop failed");
           resolveExit(1);
@@ -433,6 +442,19 @@ async function status(flags: Flags): Promise<number> {
     const report = await collectStatus(nc, jsm, config, { intervalMs: interval });
     out(flags.json ? JSON.stringify(report, null, 2) : formatStatus(report));
     return 0;
+  });
+}
+
+async function health(flags: Flags): Promise<number> {
+  const config = await loadConfigFile(configPath(flags));
+  return withJsm(async (nc, jsm) => {
+    const h = healthOf(await collectStatus(nc, jsm, config, { intervalMs: 0 }));
+    if (flags.json) out(JSON.stringify(h, null, 2));
+    else {
+      out(`${h.status} (${h.workers} worker(s) answering)`);
+      for (const d of h.degraded) for (const p of d.problems) out(`  ${d.fn}  ${p}`);
+    }
+    return h.status === "ok" ? 0 : 1;
   });
 }
 

@@ -5,7 +5,7 @@ import type { KV } from "@nats-io/kv";
 import type { FunctionContext, MessageInfo, PublishOptions } from "./define.ts";
 import { ErrorCode, type ErrorClassifier } from "./errors.ts";
 import { Header } from "./headers.ts";
-import type { Logger } from "./log.ts";
+import { preview, type Logger } from "./log.ts";
 import { asStreamFull, type Backpressure } from "./backpressure.ts";
 import type { ResolvedFunction } from "./resolved.ts";
 import type { Cancellation } from "./runHandler.ts";
@@ -19,6 +19,9 @@ export type Decoded = { ok: true; payload: unknown } | { ok: false; code: string
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** Size check, JSON decode (empty body → undefined) and schema validation, in that order. */
+/** Schema issues named in an error message; the rest are counted. */
+const MAX_ISSUES = 5;
+
 export function decodePayload(fn: ResolvedFunction, data: Uint8Array): Decoded {
   if (data.length > fn.maxPayloadBytes) {
     return { ok: false, code: ErrorCode.PayloadTooLarge, message: `payload is ${data.length} bytes; the limit is ${fn.maxPayloadBytes}` };
@@ -29,14 +32,17 @@ export function decodePayload(fn: ResolvedFunction, data: Uint8Array): Decoded {
     try {
       payload = JSON.parse(decoder.decode(data));
     } catch (err) {
-      return { ok: false, code: ErrorCode.MalformedJson, message: `payload is not valid JSON: ${(err as Error).message}` };
+      return { ok: false, code: ErrorCode.MalformedJson, message: `payload is not valid JSON: ${preview((err as Error).message)}` };
     }
   }
   const schema = fn.def.schema;
   if (!schema) return { ok: true, payload };
   const result = v.safeParse(schema, payload);
   if (!result.success) {
-    const issues = result.issues.map((i) => `${v.getDotPath(i) ?? "(root)"}: ${i.message}`).join("; ");
+    // issue texts quote the value they reject: bounded, so a huge payload is not echoed whole
+    const shown = result.issues.slice(0, MAX_ISSUES).map((i) => `${preview(v.getDotPath(i) ?? "(root)", 128)}: ${preview(i.message)}`);
+    const more = result.issues.length > MAX_ISSUES ? `; … and ${result.issues.length - MAX_ISSUES} more` : "";
+    const issues = shown.join("; ") + more;
     return { ok: false, code: ErrorCode.InvalidPayload, message: `payload does not match the schema: ${issues}` };
   }
   return { ok: true, payload: result.output };

@@ -12,6 +12,8 @@ export const ErrorCode = {
   RetryAfter: "HOST_ERR_RETRY_AFTER",
   Timeout: "HOST_ERR_TIMEOUT",
   MaxDeliveries: "HOST_ERR_MAX_DELIVERIES",
+  /** A message past its budget whose runs alone also ended without an outcome: it kills its worker. */
+  Poison: "HOST_ERR_POISON",
   StreamFull: "HOST_ERR_STREAM_FULL",
   Drift: "HOST_ERR_STREAM_DRIFT",
   NatsServerMissing: "HOST_ERR_NATS_SERVER_MISSING",

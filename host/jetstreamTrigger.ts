@@ -1,11 +1,12 @@
 import PQueue from "p-queue";
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Consumer, ConsumerMessages, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, type Consumer, type ConsumerMessages, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import type { MessageInfo } from "./define.ts";
 import { createContext, decodePayload, Delivery, type ContextDeps } from "./context.ts";
 import { writeDeadLetter } from "./deadLetter.ts";
 import {
   ErrorCode,
+  HostError,
   classify,
   coerceError,
   isNonRetriable,
@@ -16,7 +17,8 @@ import {
 } from "./errors.ts";
 import { Header, headerRecord } from "./headers.ts";
 import type { RateLimiter } from "./rateLimit.ts";
-import { backoffDelay, recordRun, type ResolvedFunction } from "./resolved.ts";
+import { backoffDelay, loopDegraded, loopRunning, recordRun, type ResolvedFunction } from "./resolved.ts";
+import { ensureConsumer } from "./consumer.ts";
 import type { RunRecords } from "./runRecords.ts";
 import type { ServerFeatures } from "./serverFeatures.ts";
 import { Cancellation, runHandler, ShutdownAbort, TIMED_OUT, within } from "./runHandler.ts";
@@ -29,9 +31,24 @@ import type { Span } from "@opentelemetry/api";
 //   ack · term + dead letter · nak(delay) counted as a failure · nak(delay) counted as a deferral.
 // Deferrals (rate limit, backpressure, shutdown) are recorded in KV so they do not spend the
 // message's maxDeliver budget; the consumer itself has max_deliver -1 and the host enforces it.
+//
+// The loop never ends on its own: a failed pull (heartbeats missed, connection lost, consumer or
+// stream deleted, server restarted) marks the function degraded, waits with backoff, re-binds the
+// consumer (recreating it from the definition when it is gone) and pulls again.
+//
+// A worker that dies takes no outcome with it: every message it held — up to the whole prefetch,
+// most never started — comes back with one more delivery. So deliveries past maxDeliver do not
+// condemn a message by themselves: it is run alone (nothing else of the function runs in this worker
+// meanwhile), counted in KV before it starts. Should the worker die again, the count stays; after
+// POISON_TRIALS such runs without an outcome the message is dead-lettered as poison.
 
 /** How long one pull waits for messages; also the longest a stop waits for an open pull. */
 const FETCH_EXPIRES_MS = 1000;
+/** Runs alone, without an outcome, after which a message past its budget is judged poison. */
+export const POISON_TRIALS = 3;
+/** Re-binding after a failed pull: first wait, doubling to the cap. */
+const REBIND_INITIAL_MS = 100;
+const REBIND_MAX_MS = 5000;
 
 export type JetStreamDeps = ContextDeps & {
   jsm: JetStreamManager;
@@ -62,8 +79,9 @@ export class JetStreamTrigger {
   #settled?: { promise: Promise<void>; resolve: () => void };
   readonly #running = new Set<Cancellation>();
   readonly #stop = new AbortController();
-  readonly #stopped = new Promise<void>((resolve) => this.#stop.signal.addEventListener("abort", () => resolve(), { once: true }));
   #loop?: Promise<void>;
+  /** Resolved when the current run-alone (if any) ends; trials take turns. */
+  #alone: Promise<void> = Promise.resolve();
 
   readonly #log: Logger;
 
@@ -78,55 +96,86 @@ export class JetStreamTrigger {
     return this.#held.size;
   }
 
+  /** Binds the consumer (failing start-up when it cannot), then runs the pull loop until stop(). */
   async start(): Promise<void> {
-    const t = this.fn.trigger as { stream: string };
-    const consumer = await this.#deps.js.consumers.get(t.stream, this.fn.consumer);
+    const consumer = await this.#bind();
     this.#heartbeat = setInterval(() => {
       for (const m of this.#leased) m.working();
     }, Math.max(250, Math.floor(this.fn.ackWaitMs / 3)));
     this.#heartbeat.unref();
-    this.#loop = this.#run(consumer).catch((err) => {
-      this.#log.error({ err: coerceError(err) }, "consumer loop ended with an error");
-    });
+    this.#loop = this.#run(consumer);
+  }
+
+  /** The function's consumer; created from the definition when it (not its stream) is missing. */
+  async #bind(): Promise<Consumer> {
+    const stream = (this.fn.trigger as { stream: string }).stream;
+    try {
+      return await this.#deps.js.consumers.get(stream, this.fn.consumer);
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+        throw new HostError(ErrorCode.Config, `stream ${stream} does not exist (deleted?); \`host streams apply\` creates it from streams.config.ts`, { cause: err });
+      }
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) throw err;
+      await ensureConsumer(this.#deps.jsm, this.fn);
+      this.#log.warn({ consumer: this.fn.consumer }, "consumer was missing; recreated it from the function's definition");
+      return this.#deps.js.consumers.get(stream, this.fn.consumer);
+    }
+  }
+
+  /** Pulls until stopped; any failure of a pull is survived by re-binding with backoff. */
+  async #run(first: Consumer): Promise<void> {
+    let consumer: Consumer | undefined = first;
+    let failures = 0;
+    while (!this.#stop.signal.aborted) {
+      try {
+        consumer ??= await this.#bind();
+        await this.#pull(consumer);
+        if (loopRunning(this.fn.stats)) this.#log.info({ recoveries: this.fn.stats.loop.recoveries }, "consumer loop recovered");
+        failures = 0;
+      } catch (err) {
+        if (this.#stop.signal.aborted) break;
+        failures++;
+        consumer = undefined;
+        const e = coerceError(err);
+        const wait = Math.min(REBIND_MAX_MS, REBIND_INITIAL_MS * 2 ** Math.min(failures - 1, 10));
+        loopDegraded(this.fn.stats, `${(e as { code?: unknown }).code ?? e.name}: ${e.message}`);
+        // the first failure of an outage is a warning; repeats are debug lines, not a flood
+        (failures === 1 ? this.#log.warn : this.#log.debug)({ err: e, failures, retry_in_ms: wait }, "pull failed; re-binding the consumer");
+        await sleep(wait, undefined, { signal: this.#stop.signal }).catch(() => {});
+      }
+    }
+    this.fn.stats.loop.state = "stopped";
   }
 
   /**
-   * Pulls with fetch() only for capacity this worker has (`prefetch` messages held at most), so a
-   * message never waits unleased in a client buffer: from the moment it arrives it is leased and
-   * processed. A new pull is made when half the capacity is free (batching) or nothing is held.
+   * One pull, sized to the capacity this worker has (`prefetch` messages held at most), so a message
+   * never waits unleased in a client buffer: from the moment it arrives it is leased and processed.
+   * A pull is made when half the capacity is free (batching) or nothing is held. Throws when the
+   * pull fails; messages it delivered before failing are being processed all the same.
    */
-  async #run(consumer: Consumer): Promise<void> {
+  async #pull(consumer: Consumer): Promise<void> {
     const limit = this.fn.prefetch;
     const batchAt = Math.max(1, Math.floor(limit / 2));
-    while (!this.#stop.signal.aborted) {
-      while (this.#held.size > limit - batchAt && !this.#stop.signal.aborted) await this.#waitForRoom();
-      if (this.#stop.signal.aborted) break;
-      await this.#slowForOutputs();
-      let batch: ConsumerMessages;
-      try {
-        batch = await consumer.fetch({ max_messages: limit - this.#held.size, expires: FETCH_EXPIRES_MS });
-      } catch (err) {
-        this.#log.warn({ err: coerceError(err) }, "pull failed; retrying");
-        await sleep(1000, undefined, { signal: this.#stop.signal }).catch(() => {});
+    while (this.#held.size > limit - batchAt && !this.#stop.signal.aborted) await this.#waitForRoom();
+    if (this.#stop.signal.aborted) return;
+    await this.#slowForOutputs();
+    const batch: ConsumerMessages = await consumer.fetch({ max_messages: limit - this.#held.size, expires: FETCH_EXPIRES_MS });
+    // the pull is left to run out (≤ FETCH_EXPIRES_MS) even while stopping: a message the server
+    // delivers for it is then handed back at once instead of waiting out its ack wait
+    for await (const m of batch) {
+      if (this.#stop.signal.aborted) {
+        await this.#defer(m, 0, "shutdown").catch(() => m.nak());
         continue;
       }
-      // the pull is left to run out (≤ FETCH_EXPIRES_MS) even while stopping: a message the server
-      // delivers for it is then handed back at once instead of waiting out its ack wait
-      for await (const m of batch) {
-        if (this.#stop.signal.aborted) {
-          await this.#defer(m, 0, "shutdown").catch(() => m.nak());
-          continue;
-        }
-        this.#leased.add(m);
-        const p: Promise<void> = this.#process(m)
-          .catch((err) => this.#log.child({ seq: m.seq }).error({ err: coerceError(err) }, "message processing failed"))
-          .finally(() => {
-            this.#leased.delete(m);
-            this.#held.delete(p);
-            this.#room?.resolve();
-          });
-        this.#held.add(p);
-      }
+      this.#leased.add(m);
+      const p: Promise<void> = this.#process(m)
+        .catch((err) => this.#log.child({ seq: m.seq }).error({ err: coerceError(err) }, "message processing failed"))
+        .finally(() => {
+          this.#leased.delete(m);
+          this.#held.delete(p);
+          this.#room?.resolve();
+        });
+      this.#held.add(p);
     }
   }
 
@@ -227,11 +276,8 @@ export class JetStreamTrigger {
     const fn = this.fn;
     const decoded = decodePayload(fn, m.data);
     if (!decoded.ok) return { kind: "dead", reason: decoded.code, error: { name: "HostError", code: decoded.code, message: decoded.message } };
-    if (info.attempt > fn.maxDeliver) {
-      const message = `delivered ${info.attempt} times without an outcome (maxDeliver ${fn.maxDeliver}); a worker probably died while handling it`;
-      return { kind: "dead", reason: ErrorCode.MaxDeliveries, error: { name: "HostError", code: ErrorCode.MaxDeliveries, message } };
-    }
     const payload = decoded.payload;
+    if (info.attempt > fn.maxDeliver) return this.#trial(m, info, delivery, payload);
 
     let idemKey: string | undefined;
     if (fn.def.idempotencyKey) {
@@ -266,25 +312,72 @@ export class JetStreamTrigger {
       }
     }
 
-    return this.#queue.add(async (): Promise<Outcome> => {
-      if (this.#stop.signal.aborted) return { kind: "defer", delayMs: 0, why: "shutdown" };
-      const ac = new Cancellation();
-      this.#running.add(ac);
-      try {
-        const ctx = createContext(fn, info, this.#deps, ac, () => m.working(), delivery);
-        await otelContext.with(delivery.otel, () => runHandler(fn, payload, ctx, ac));
-        if (idemKey !== undefined) {
-          await this.#deps.runs.markDone(fn.id, idemKey, info.msgId).catch((err) =>
-            delivery.log.warn({ err: coerceError(err) }, "could not record completion"),
-          );
-        }
-        return { kind: "ack" };
-      } catch (err) {
-        return this.#onError(err, info);
-      } finally {
-        this.#running.delete(ac);
+    return this.#queue.add(() => this.#runHandler(m, info, delivery, payload, idemKey)) as Promise<Outcome>;
+  }
+
+  async #runHandler(m: JsMsg, info: MessageInfo, delivery: Delivery, payload: unknown, idemKey?: string): Promise<Outcome> {
+    if (this.#stop.signal.aborted) return { kind: "defer", delayMs: 0, why: "shutdown" };
+    const fn = this.fn;
+    const ac = new Cancellation();
+    this.#running.add(ac);
+    try {
+      const ctx = createContext(fn, info, this.#deps, ac, () => m.working(), delivery);
+      await otelContext.with(delivery.otel, () => runHandler(fn, payload, ctx, ac));
+      if (idemKey !== undefined) {
+        await this.#deps.runs.markDone(fn.id, idemKey, info.msgId).catch((err) =>
+          delivery.log.warn({ err: coerceError(err) }, "could not record completion"),
+        );
       }
-    }) as Promise<Outcome>;
+      return { kind: "ack" };
+    } catch (err) {
+      return this.#onError(err, info);
+    } finally {
+      this.#running.delete(ac);
+    }
+  }
+
+  /**
+   * A message delivered more often than its budget without an outcome: run it alone, counting the
+   * run in KV first. A worker that dies holding it while other messages run is not proof against
+   * it; a worker that dies running it alone POISON_TRIALS times is.
+   */
+  async #trial(m: JsMsg, info: MessageInfo, delivery: Delivery, payload: unknown): Promise<Outcome> {
+    const fn = this.fn;
+    // counted only once it is its turn: a message waiting behind another's run alone is not on trial
+    const release = await this.#exclusive();
+    try {
+      let runs: number;
+      try {
+        runs = await this.#deps.runs.addTrial(fn.consumer, m.seq);
+      } catch (err) {
+        delivery.log.warn({ err: coerceError(err) }, "could not count a run alone; trying later");
+        return { kind: "retry", delayMs: backoffDelay(fn.backoff, 1), error: serializeError(err) };
+      }
+      if (runs > POISON_TRIALS) {
+        const message =
+          `delivered ${info.deliveryCount} times without an outcome (maxDeliver ${fn.maxDeliver}), and ${POISON_TRIALS} runs of it alone ` +
+          "ended without one too: the worker died or lost it each time, so it is probably what kills the worker";
+        return { kind: "dead", reason: ErrorCode.Poison, error: { name: "HostError", code: ErrorCode.Poison, message } };
+      }
+      delivery.log.warn({ delivery_count: info.deliveryCount, run_alone: runs }, "past its budget without an outcome; running it alone");
+      return await this.#runHandler(m, info, delivery, payload);
+    } finally {
+      release();
+    }
+  }
+
+  /** Waits until no handler of this function runs in this worker and holds new ones back until released. */
+  async #exclusive(): Promise<() => void> {
+    const previous = this.#alone;
+    let release!: () => void;
+    this.#alone = new Promise<void>((r) => (release = r));
+    await previous;
+    this.#queue.pause();
+    while (this.#queue.pending > 0) await new Promise<void>((r) => this.#queue.once("next", () => r()));
+    return () => {
+      this.#queue.start();
+      release();
+    };
   }
 
   #onError(thrown: unknown, info: MessageInfo): Outcome {
@@ -317,6 +410,7 @@ export class JetStreamTrigger {
     const span = delivery.span;
     const cleanup = () => {
       if (deferrals > 0) this.#deps.runs.clearDeferrals(fn.consumer, m.seq).catch(() => {});
+      if (info.attempt > fn.maxDeliver) this.#deps.runs.clearTrials(fn.consumer, m.seq).catch(() => {});
     };
     switch (outcome.kind) {
       case "ack":

@@ -48,13 +48,43 @@ function levelFromEnv(): Level {
 
 const defaultSink: LogSink = (line) => process.stderr.write(`${line}\n`);
 
+/** Longest string a log field keeps; longer ones are cut (a guard: messages' payloads go through `preview`). */
+export const MAX_FIELD_CHARS = 4096;
+/** What of a message's payload may appear in a log line, an error message or a reply. */
+export const PREVIEW_BYTES = 256;
+
+/**
+ * The first `max` bytes of a payload (or text) as text, marked with the whole size when cut:
+ * payloads are never echoed whole into logs or error messages.
+ */
+export function preview(data: Uint8Array | string, max = PREVIEW_BYTES): string {
+  const bytes = typeof data === "string" ? Buffer.from(data, "utf8") : data;
+  if (bytes.length <= max) return typeof data === "string" ? data : new TextDecoder("utf-8", { fatal: false }).decode(bytes);
+  // a cut inside a multi-byte character decodes to U+FFFD: drop it
+  const head = new TextDecoder("utf-8", { fatal: false }).decode(bytes.subarray(0, max)).replace(/\uFFFD$/, "");
+  return `${head}… (${bytes.length} bytes)`;
+}
+
+function cut(text: string): string {
+  return text.length > MAX_FIELD_CHARS ? `${text.slice(0, MAX_FIELD_CHARS)}… (${text.length} chars)` : text;
+}
+
 function jsonSafe(value: unknown): unknown {
   if (value instanceof Error) {
-    const out: Fields = { name: value.name, message: value.message };
+    const out: Fields = { name: value.name, message: cut(value.message) };
     if ((value as { code?: unknown }).code !== undefined) out.code = (value as { code?: unknown }).code;
     return out;
   }
+  if (typeof value === "string") return cut(value);
   if (typeof value === "bigint") return value.toString();
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    // one level down: serialised errors ({ name, code, message }) and similar records
+    let copy: Fields | undefined;
+    for (const [k, v] of Object.entries(value as Fields)) {
+      if (typeof v === "string" && v.length > MAX_FIELD_CHARS) (copy ??= { ...(value as Fields) })[k] = cut(v);
+    }
+    return copy ?? value;
+  }
   return value;
 }
 

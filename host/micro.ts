@@ -49,6 +49,10 @@ export function statsOf(fn: ResolvedFunction) {
       p50_ms: round(s.recent.percentile(50)),
       p99_ms: round(s.recent.percentile(99)),
       started: s.startedAt,
+      loop: s.loop.state,
+      ...(s.loop.state !== "running" ? { loop_since: s.loop.since } : {}),
+      ...(s.loop.error ? { loop_error: s.loop.error } : {}),
+      loop_recoveries: s.loop.recoveries,
     },
   };
 }

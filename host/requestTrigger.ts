@@ -5,7 +5,8 @@ import { createContext, decodePayload, Delivery, encodeJson, type ContextDeps } 
 import { Attr, endSpan, extractContext, otelContext, startDeliverySpan, trace } from "./tracing.ts";
 import { ErrorCode, classify, coerceError, isNonRetriable, serializeError, type SerializedError } from "./errors.ts";
 import { Header, headerRecord } from "./headers.ts";
-import { recordRun, type ResolvedFunction } from "./resolved.ts";
+import { loopDegraded, loopRunning, recordRun, type ResolvedFunction } from "./resolved.ts";
+import type { Logger } from "./log.ts";
 import { Cancellation, runHandler, ShutdownAbort, TIMED_OUT, within } from "./runHandler.ts";
 
 // Core request-reply in a queue group: every worker subscribes, the server picks one per request.
@@ -20,6 +21,8 @@ export class RequestTrigger {
   readonly #queue: PQueue;
   readonly #running = new Set<Cancellation>();
   #sub?: Subscription;
+  #stopping = false;
+  #retry?: NodeJS.Timeout;
 
   constructor(fn: ResolvedFunction, deps: ContextDeps) {
     this.fn = fn;
@@ -36,17 +39,49 @@ export class RequestTrigger {
   }
 
   start(): void {
+    this.#subscribe();
+  }
+
+  /**
+   * Subscribes in the queue group. nats.js re-subscribes by itself across reconnects; a subscription
+   * that closes anyway (the server refused it, the connection was closed) marks the function
+   * degraded and is made again with backoff until it holds.
+   */
+  #subscribe(failures = 0): void {
+    if (this.#stopping) return;
     const t = this.fn.trigger as { subject: string };
-    this.#sub = this.#deps.nc.subscribe(t.subject, {
-      queue: this.#queueGroup,
-      callback: (err, msg) => {
-        if (err) {
-          this.#deps.log.child({ fn: this.fn.id }).error({ err }, "subscription error");
-          return;
-        }
-        void this.#queue.add(() => this.#handle(msg));
-      },
-    });
+    const log = this.#deps.log.child({ fn: this.fn.id });
+    let sub: Subscription;
+    try {
+      sub = this.#deps.nc.subscribe(t.subject, {
+        queue: this.#queueGroup,
+        callback: (err, msg) => {
+          if (err) {
+            loopDegraded(this.fn.stats, `${(err as { code?: unknown }).code ?? err.name}: ${err.message}`);
+            log.error({ err }, "subscription error");
+            return;
+          }
+          void this.#queue.add(() => this.#handle(msg));
+        },
+      });
+    } catch (err) {
+      this.#resubscribe(err, failures + 1, log);
+      return;
+    }
+    this.#sub = sub;
+    if (failures > 0 && loopRunning(this.fn.stats)) log.info({ recoveries: this.fn.stats.loop.recoveries }, "subscription recovered");
+    void sub.closed.then(
+      () => this.#stopping || this.#resubscribe(new Error("subscription closed"), 1, log),
+      (err) => this.#stopping || this.#resubscribe(err, 1, log),
+    );
+  }
+
+  #resubscribe(thrown: unknown, failures: number, log: Logger): void {
+    const err = coerceError(thrown);
+    loopDegraded(this.fn.stats, `${(err as { code?: unknown }).code ?? err.name}: ${err.message}`);
+    const wait = Math.min(5000, 100 * 2 ** Math.min(failures - 1, 10));
+    (failures === 1 ? log.warn : log.debug)({ err, failures, retry_in_ms: wait }, "subscription lost; subscribing again");
+    this.#retry = setTimeout(() => this.#subscribe(failures), wait);
   }
 
   async #handle(msg: Msg): Promise<void> {
@@ -118,6 +153,9 @@ export class RequestTrigger {
 
   /** Stops taking requests; in-flight ones finish within graceMs, then are aborted. */
   async stop(graceMs: number): Promise<void> {
+    this.#stopping = true;
+    clearTimeout(this.#retry);
+    this.fn.stats.loop.state = "stopped";
     if (this.#sub && !this.#sub.isClosed()) await this.#sub.drain().catch(() => this.#sub?.unsubscribe());
     if ((await within(this.#queue.onIdle(), graceMs)) === TIMED_OUT) {
       for (const ac of this.#running) ac.abort(new ShutdownAbort());

@@ -18,7 +18,37 @@ export type FunctionStats = {
   startedAt: string;
   /** The most recent handling times, for percentiles in $SRV.STATS and `host status`. */
   recent: LatencyWindow;
+  /** Whether the trigger's loop (pull, subscription, timer) is taking work: shown by status and health. */
+  loop: LoopState;
 };
+
+/**
+ * `running`: taking work. `degraded`: its pull or subscription failed and it is recovering (with
+ * the error and since when). `stopped`: the host stopped it.
+ */
+export type LoopState = { state: "running" | "degraded" | "stopped"; since: string; error: string; recoveries: number };
+
+/** Marks the loop degraded (once per outage: `since` keeps the first failure's time). */
+export function loopDegraded(stats: FunctionStats, error: string): void {
+  const l = stats.loop;
+  if (l.state !== "degraded") {
+    l.state = "degraded";
+    l.since = new Date().toISOString();
+  }
+  l.error = error;
+}
+
+/** Marks the loop running again; returns true when it was degraded (a recovery). */
+export function loopRunning(stats: FunctionStats): boolean {
+  const l = stats.loop;
+  if (l.state === "running") return false;
+  const recovered = l.state === "degraded";
+  l.state = "running";
+  l.since = new Date().toISOString();
+  l.error = "";
+  if (recovered) l.recoveries++;
+  return recovered;
+}
 
 /** Adds one handling (from `started`, a process.hrtime.bigint()) to a function's statistics. */
 export function recordRun(stats: FunctionStats, started: bigint): void {
@@ -84,7 +114,11 @@ export function consumerNameOf(id: string): string {
 }
 
 export function newStats(): FunctionStats {
-  return { received: 0, succeeded: 0, failed: 0, deadLettered: 0, deferred: 0, processingNs: 0n, lastError: "", startedAt: new Date().toISOString(), recent: new LatencyWindow() };
+  const now = new Date().toISOString();
+  return {
+    received: 0, succeeded: 0, failed: 0, deadLettered: 0, deferred: 0, processingNs: 0n, lastError: "", startedAt: now, recent: new LatencyWindow(),
+    loop: { state: "running", since: now, error: "", recoveries: 0 },
+  };
 }
 
 export function resolveFunction(id: string, file: string, def: FunctionDefinition, defaults: ConsumerDefaults): ResolvedFunction {

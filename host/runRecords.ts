@@ -5,6 +5,8 @@ import { isCasConflict, kvSafeToken } from "./rateLimit.ts";
 //  - done.<fn>.<key>: a handler with an idempotency key completed; a redelivery is acked unrun.
 //  - defer.<consumer>.<seq>: how many deliveries of a message were deferrals (rate limit,
 //    backpressure, shutdown) rather than failures, so they are not charged to maxDeliver.
+//  - trial.<consumer>.<seq>: how many times a message past its budget was run alone (see
+//    JetStreamTrigger: a worker that dies is not the message's fault until it dies running it alone).
 // Deferral records are read only for redeliveries, so the first delivery costs nothing.
 
 export class RunRecords {
@@ -37,8 +39,24 @@ export class RunRecords {
     return Number.isFinite(n) ? n : 0;
   }
 
-  async addDeferral(consumer: string, seq: number): Promise<number> {
-    const key = this.#deferKey(consumer, seq);
+  addDeferral(consumer: string, seq: number): Promise<number> {
+    return this.#increment(this.#deferKey(consumer, seq));
+  }
+
+  #trialKey(consumer: string, seq: number) {
+    return `trial.${kvSafeToken(consumer)}.${seq}`;
+  }
+
+  /** Counts one run of the message alone; returns how many there have been, this one included. */
+  addTrial(consumer: string, seq: number): Promise<number> {
+    return this.#increment(this.#trialKey(consumer, seq));
+  }
+
+  async clearTrials(consumer: string, seq: number): Promise<void> {
+    await this.#kv.purge(this.#trialKey(consumer, seq));
+  }
+
+  async #increment(key: string): Promise<number> {
     for (let i = 0; i < 50; i++) {
       const e = await this.#kv.get(key);
       const n = e && e.operation === "PUT" ? Number(e.string()) || 0 : 0;
@@ -50,7 +68,7 @@ export class RunRecords {
         if (!isCasConflict(err)) throw err;
       }
     }
-    throw new Error(`could not record a deferral for ${key}: too much contention`);
+    throw new Error(`could not count ${key}: too much contention`);
   }
 
   async clearDeferrals(consumer: string, seq: number): Promise<void> {

@@ -1,18 +1,7 @@
 import { statSync } from "node:fs";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import {
-  AckPolicy,
-  DeliverPolicy,
-  JetStreamApiCodes,
-  JetStreamApiError,
-  jetstream,
-  jetstreamManager,
-  type ConsumerConfig,
-  type JetStreamClient,
-  type JetStreamManager,
-} from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
-import { nanos } from "@nats-io/transport-node";
 import { HOST_BUCKETS, type HostConfig } from "./config.ts";
 import { Backpressure } from "./backpressure.ts";
 import { ErrorCode, HostError, coerceError } from "./errors.ts";
@@ -25,6 +14,7 @@ import { RequestTrigger } from "./requestTrigger.ts";
 import { ScheduleTrigger } from "./scheduleTrigger.ts";
 import { TIMED_OUT, within } from "./runHandler.ts";
 import { resolveFunction, type ResolvedFunction } from "./resolved.ts";
+import { ensureConsumer } from "./consumer.ts";
 import { RunRecords } from "./runRecords.ts";
 import { featuresOf, missingFeatures, type ServerFeatures } from "./serverFeatures.ts";
 import { applyPlan, formatPlan, planStreams } from "./streams.ts";
@@ -44,6 +34,12 @@ export type HostOptions = {
   graceMs?: number;
   log?: Logger;
   name?: string;
+  /**
+   * Called when the NATS connection closes for good while the host is not stopping (it reconnects
+   * forever otherwise, so this means the server refused it: credentials, a fatal protocol error).
+   * A worker process exits so that its supervisor starts a fresh one.
+   */
+  onConnectionClosed?: (err?: Error) => void;
 };
 
 type Trigger = JetStreamTrigger | RequestTrigger | ScheduleTrigger;
@@ -78,7 +74,10 @@ export class Host {
   async start(): Promise<void> {
     const { config } = this.#opts;
     ensurePropagator();
-    this.nc = await connect({ servers: this.#opts.servers, name: this.#opts.name ?? "syntropism-host", maxReconnectAttempts: -1 });
+    this.nc = await connect({ servers: this.#opts.servers, name: this.#opts.name ?? "syntropism-host", maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+    void this.nc.closed().then((err) => {
+      if (!this.#stopping) this.#opts.onConnectionClosed?.(err ?? undefined);
+    });
     this.js = jetstream(this.nc);
     this.jsm = await jetstreamManager(this.nc);
     this.features = featuresOf(this.nc.info?.version ?? "0.0.0");
@@ -223,55 +222,5 @@ export class Host {
       this.log.info({}, "host stopped");
     })();
     return this.#stopping;
-  }
-}
-
-export function consumerConfigOf(fn: ResolvedFunction): Partial<ConsumerConfig> & { durable_name: string } {
-  return {
-    durable_name: fn.consumer,
-    description: `syntropism function ${fn.id}`,
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    filter_subject: (fn.trigger as { subject: string }).subject,
-    ack_wait: nanos(fn.ackWaitMs),
-    // the host counts attempts itself (deferrals do not count), so the server never gives up
-    max_deliver: -1,
-    max_ack_pending: fn.maxAckPending,
-  };
-}
-
-/** Creates the function's durable consumer, or updates it when its settings changed. */
-export async function ensureConsumer(jsm: JetStreamManager, fn: ResolvedFunction): Promise<void> {
-  const stream = (fn.trigger as { stream: string }).stream;
-  const want = consumerConfigOf(fn);
-  let existing;
-  try {
-    existing = await jsm.consumers.info(stream, fn.consumer);
-  } catch (err) {
-    if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) {
-      if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
-        throw new HostError(ErrorCode.Config, `${fn.file}: stream ${stream} does not exist; declare it in streams.config.ts`, { cause: err });
-      }
-      throw err;
-    }
-  }
-  if (!existing) {
-    await jsm.consumers.add(stream, want);
-    return;
-  }
-  const c = existing.config;
-  if (c.filter_subject !== want.filter_subject) {
-    throw new HostError(
-      ErrorCode.Drift,
-      `${fn.file}: consumer ${fn.consumer} filters ${c.filter_subject ?? "(none)"} but the function wants ${want.filter_subject}; delete the consumer (nats consumer rm ${stream} ${fn.consumer}) to recreate it`,
-    );
-  }
-  if (c.ack_wait !== want.ack_wait || c.max_deliver !== want.max_deliver || c.max_ack_pending !== want.max_ack_pending || c.description !== want.description) {
-    await jsm.consumers.update(stream, fn.consumer, {
-      ack_wait: want.ack_wait,
-      max_deliver: want.max_deliver,
-      max_ack_pending: want.max_ack_pending,
-      description: want.description,
-    });
   }
 }

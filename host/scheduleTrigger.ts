@@ -75,6 +75,7 @@ export class ScheduleTrigger {
 
   async stop(graceMs: number): Promise<void> {
     this.#stopped = true;
+    this.fn.stats.loop.state = "stopped";
     clearTimeout(this.#timer);
     const running = this.#running;
     if (!running) return;

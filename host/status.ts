@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { JetStreamManager } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, type JetStreamManager } from "@nats-io/jetstream";
 import type { HostConfig } from "./config.ts";
 import { dlqSubject } from "./deadLetter.ts";
 
@@ -28,6 +28,13 @@ export type FunctionStatus = {
   p50Ms: number;
   p99Ms: number;
   lastError: string;
+  /**
+   * `running` when every worker's loop for it takes work; `degraded` when any worker's pull or
+   * subscription is failing (see `problems`); `idle` when no worker runs it.
+   */
+  state: "running" | "degraded" | "idle";
+  /** One line per worker whose loop is not running: its error and since when. */
+  problems: string[];
 };
 
 export type StatusReport = { at: string; intervalMs: number; workers: number; functions: FunctionStatus[] };
@@ -40,7 +47,7 @@ type Endpoint = {
   num_errors: number;
   last_error: string;
   average_processing_time: number;
-  data?: { p50_ms?: number; p99_ms?: number };
+  data?: { p50_ms?: number; p99_ms?: number; loop?: string; loop_since?: string; loop_error?: string };
 };
 type StatsResponse = { id: string; endpoints: Endpoint[] };
 
@@ -72,7 +79,7 @@ export async function collectStatus(nc: NatsConnection, jsm: JetStreamManager, c
   const entry = (fn: string): FunctionStatus => {
     let s = byFn.get(fn);
     if (!s) {
-      s = { fn, trigger: "unknown", subject: "", workers: 0, deadLetters: 0, ratePerSec: 0, handled: 0, errors: 0, avgMs: 0, p50Ms: 0, p99Ms: 0, lastError: "" };
+      s = { fn, trigger: "unknown", subject: "", workers: 0, deadLetters: 0, ratePerSec: 0, handled: 0, errors: 0, avgMs: 0, p50Ms: 0, p99Ms: 0, lastError: "", state: "idle", problems: [] };
       byFn.set(fn, s);
     }
     return s;
@@ -90,6 +97,11 @@ export async function collectStatus(nc: NatsConnection, jsm: JetStreamManager, c
       if (e.metadata?.stream) s.stream = e.metadata.stream;
       if (e.metadata?.consumer) s.consumer = e.metadata.consumer;
       s.workers++;
+      const loop = e.data?.loop ?? "running";
+      if (loop === "degraded" || loop === "stopped") {
+        s.state = "degraded";
+        s.problems.push(`worker ${r.id}: ${loop} since ${e.data?.loop_since ?? "?"}${e.data?.loop_error ? ` — ${e.data.loop_error}` : ""}`);
+      } else if (s.state === "idle") s.state = "running";
       s.handled += e.num_requests;
       s.errors += e.num_errors;
       if (e.last_error) s.lastError = e.last_error;
@@ -107,18 +119,22 @@ export async function collectStatus(nc: NatsConnection, jsm: JetStreamManager, c
 
   // functions whose durable consumers exist even when no worker runs them
   for (const spec of config.streams) {
-    const lister = jsm.consumers.list(spec.name);
-    for await (const ci of lister) {
-      const desc = ci.config.description ?? "";
-      if (!desc.startsWith("syntropism function ")) continue;
-      const s = entry(desc.slice("syntropism function ".length));
-      s.trigger = "jetstream";
-      s.stream = spec.name;
-      s.consumer = ci.name;
-      s.subject ||= ci.config.filter_subject ?? "";
-      s.pending = ci.num_pending;
-      s.ackPending = ci.num_ack_pending;
-      s.redelivered = ci.num_redelivered;
+    try {
+      for await (const ci of jsm.consumers.list(spec.name)) {
+        const desc = ci.config.description ?? "";
+        if (!desc.startsWith("syntropism function ")) continue;
+        const s = entry(desc.slice("syntropism function ".length));
+        s.trigger = "jetstream";
+        s.stream = spec.name;
+        s.consumer = ci.name;
+        s.subject ||= ci.config.filter_subject ?? "";
+        s.pending = ci.num_pending;
+        s.ackPending = ci.num_ack_pending;
+        s.redelivered = ci.num_redelivered;
+      }
+    } catch (err) {
+      // a stream the config declares but the server lacks: its functions' loops say so
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound)) throw err;
     }
   }
 
@@ -138,13 +154,26 @@ export async function collectStatus(nc: NatsConnection, jsm: JetStreamManager, c
 
 export function formatStatus(r: StatusReport): string {
   if (!r.functions.length) return "No functions: no worker answers $SRV.STATS and no function consumers exist.";
-  const head = ["FUNCTION", "TRIGGER", "SUBJECT", "WORKERS", "PENDING", "ACK PENDING", "REDELIVERED", "DLQ", "MSG/S", "HANDLED", "ERRORS", "AVG MS", "P50 MS", "P99 MS"];
+  const head = ["FUNCTION", "STATE", "TRIGGER", "SUBJECT", "WORKERS", "PENDING", "ACK PENDING", "REDELIVERED", "DLQ", "MSG/S", "HANDLED", "ERRORS", "AVG MS", "P50 MS", "P99 MS"];
   const n = (x: number | undefined) => (x === undefined ? "-" : String(x));
   const rows = r.functions.map((f) => [
-    f.fn, f.trigger, f.subject, String(f.workers), n(f.pending), n(f.ackPending), n(f.redelivered), String(f.deadLetters),
+    f.fn, f.state, f.trigger, f.subject, String(f.workers), n(f.pending), n(f.ackPending), n(f.redelivered), String(f.deadLetters),
     String(f.ratePerSec), String(f.handled), String(f.errors), String(f.avgMs), String(f.p50Ms), String(f.p99Ms),
   ]);
-  return `${r.workers} worker(s) answering; throughput sampled over ${r.intervalMs} ms\n${table(head, rows)}`;
+  const degraded = r.functions.filter((f) => f.state === "degraded");
+  const notes = degraded.length ? `\n\nDEGRADED\n${degraded.flatMap((f) => f.problems.map((p) => `  ${f.fn}  ${p}`)).join("\n")}` : "";
+  return `${r.workers} worker(s) answering; throughput sampled over ${r.intervalMs} ms\n${table(head, rows)}${notes}`;
+}
+
+export type Health = { status: "ok" | "degraded" | "down"; workers: number; degraded: { fn: string; problems: string[] }[] };
+
+/**
+ * `ok`: workers answer and every function's loop runs in each; `degraded`: some loop is failing
+ * (named, with its error); `down`: no worker answers.
+ */
+export function healthOf(r: StatusReport): Health {
+  const degraded = r.functions.filter((f) => f.state === "degraded").map((f) => ({ fn: f.fn, problems: f.problems }));
+  return { status: r.workers === 0 ? "down" : degraded.length ? "degraded" : "ok", workers: r.workers, degraded };
 }
 
 /** Left-aligned columns separated by two spaces. */
