@@ -197,7 +197,10 @@ describe("host dlq and status", () => {
     assert.ok(rec.handled >= 21);
     assert.ok(rec.p50Ms > 0 && rec.avgMs > 0);
     const table = await runCli(["status", ...fixtures], env);
-    assert.match(table.stdout, /FUNCTION\s+TRIGGER\s+SUBJECT\s+WORKERS\s+PENDING/);
-    assert.match(table.stdout, /reqs\/echo\s+request\s+req\.echo/);
+    assert.match(table.stdout, /FUNCTION\s+STATE\s+TRIGGER\s+SUBJECT\s+WORKERS\s+PENDING/);
+    assert.match(table.stdout, /reqs\/echo\s+running\s+request\s+req\.echo/);
+    const health = await runCli(["health", ...fixtures], env);
+    assert.equal(health.code, 0, health.stdout + health.stderr);
+    assert.match(health.stdout, /^ok \(1 worker\(s\) answering\)/);
   });
 });

@@ -36,7 +36,7 @@ function tmpFunctions(): string {
 describe("discovery", () => {
   it("walks functions/ in sorted order, ids from paths, skipping tests, dotfiles and _helpers", () => {
     const found = discoverFunctions(FIXTURE_FUNCTIONS).map((f) => f.id);
-    assert.deepEqual(found, ["jobs/fill", "jobs/limited", "jobs/once", "jobs/record", "jobs/throttled", "jobs/work", "reqs/echo", "sched/tick", "tr/entry", "tr/step1", "tr/step2"]);
+    assert.deepEqual(found, ["jobs/crashy", "jobs/fill", "jobs/limited", "jobs/once", "jobs/record", "jobs/throttled", "jobs/work", "reqs/echo", "sched/tick", "tr/entry", "tr/step1", "tr/step2"]);
     const dir = tmpFunctions();
     mkdirSync(join(dir, "b"));
     mkdirSync(join(dir, "a"));

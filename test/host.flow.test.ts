@@ -53,7 +53,7 @@ describe("request trigger and $SRV", () => {
     }>();
     assert.equal(info.type, "io.nats.micro.v1.info_response");
     const fns = info.endpoints.map((e) => e.metadata.function).sort();
-    assert.deepEqual(fns, ["jobs/fill", "jobs/limited", "jobs/once", "jobs/record", "jobs/throttled", "jobs/work", "reqs/echo", "sched/tick", "tr/entry", "tr/step1", "tr/step2"]);
+    assert.deepEqual(fns, ["jobs/crashy", "jobs/fill", "jobs/limited", "jobs/once", "jobs/record", "jobs/throttled", "jobs/work", "reqs/echo", "sched/tick", "tr/entry", "tr/step1", "tr/step2"]);
     const echo = info.endpoints.find((e) => e.metadata.function === "reqs/echo")!;
     assert.equal(echo.subject, "req.echo");
     const stats = (await nats.nc.request("$SRV.STATS.fixtures", "", { timeout: 2000 })).json<{
