@@ -11,6 +11,7 @@ import type { Host } from "../host/runtime.ts";
 
 let nats: TestNats;
 let host: Host;
+let lines: string[];
 
 const enc = new TextEncoder();
 const json = (v: unknown) => enc.encode(JSON.stringify(v));
@@ -35,7 +36,7 @@ describe("outcomes", () => {
   before(async () => {
     // 8 MB max_payload so the suite can send 1–2 MB payloads
     nats = await startTestNats(hooks, { config: "max_payload: 8388608" });
-    ({ host } = await startHost(hooks, nats));
+    ({ host, lines } = await startHost(hooks, nats));
   });
 
   it("acks a handler that returns, and the work queue empties", async () => {
@@ -176,6 +177,20 @@ describe("outcomes", () => {
     // and the worker still works
     await nats.js.publish("jobs.record", json({ id: "after-garbage" }));
     await waitFor("receipt after garbage", async () => ((await receipts("after-garbage")).length ? true : undefined));
+  });
+
+  it("never echoes a payload whole: a 600 kB value that fails its schema leaves a bounded reason and log line", async () => {
+    const before = lines.length;
+    const { seq } = await nats.js.publish("jobs.record", json({ id: "p", behavior: "z".repeat(600_000) }));
+    const dl = await deadLetterFor("jobs/record", seq);
+    assert.equal(dl.reason, ErrorCode.InvalidPayload);
+    const reason = dl.error?.message ?? "";
+    assert.match(reason, /behavior/);
+    assert.match(reason, /\(600\d{3} bytes\)/, "the cut says how big the value was");
+    assert.ok(reason.length < 1000, `reason is ${reason.length} chars`);
+    const logged = await waitFor("the dead-letter log line", () => lines.slice(before).find((l) => l.includes('"dead-lettered"')));
+    assert.ok(logged.length < 2000, `log line is ${logged.length} chars`);
+    JSON.parse(logged);
   });
 
   it("runs an idempotent function once per key, even for a new message with the same key", async () => {
