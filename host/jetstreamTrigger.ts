@@ -46,6 +46,8 @@ import type { Span } from "@opentelemetry/api";
 const FETCH_EXPIRES_MS = 1000;
 /** Runs alone, without an outcome, after which a message past its budget is judged poison. */
 export const POISON_TRIALS = 3;
+/** Longest wait before retrying a message whose dependency was unavailable (a transient error). */
+const TRANSIENT_MAX_DELAY_MS = 2000;
 /** Re-binding after a failed pull: first wait, doubling to the cap. */
 const REBIND_INITIAL_MS = 100;
 const REBIND_MAX_MS = 5000;
@@ -390,7 +392,11 @@ export class JetStreamTrigger {
     const verdict = classify(this.#deps.classifyError, thrown);
     if (verdict === "non-retriable") return { kind: "dead", reason: ErrorCode.NonRetriable, error };
     // a dependency is down: wait for it with backoff, without spending the message's attempts
-    if (verdict === "transient") return { kind: "defer", delayMs: backoffDelay(fn.backoff, info.deliveryCount), why: `dependency unavailable (${error.code}: ${error.message.slice(0, 120)})` };
+    if (verdict === "transient") {
+      // capped low: when the dependency is back, work should resume within seconds, not minutes
+      const delayMs = Math.min(TRANSIENT_MAX_DELAY_MS, backoffDelay(fn.backoff, info.deliveryCount));
+      return { kind: "defer", delayMs, why: `dependency unavailable (${error.code}: ${error.message.slice(0, 120)})` };
+    }
     if (info.attempt >= fn.maxDeliver) return { kind: "dead", reason: ErrorCode.MaxDeliveries, error };
     if (isRetryAfter(thrown)) return { kind: "retry", delayMs: thrown.retryAfterMs, error };
     return { kind: "retry", delayMs: backoffDelay(fn.backoff, info.attempt), error };

@@ -39,6 +39,10 @@ describe("request trigger and $SRV", () => {
     const boom = await nats.nc.request("req.echo", '{"text":"x","fail":"boom"}', { timeout: 5000 });
     assert.equal(boom.headers?.get("Nats-Service-Error-Code"), "500");
     assert.equal(boom.json<{ error: { message: string } }>().error.message, "exploded on purpose");
+    // classifyError (test/fixtures/streams.config.ts) makes FIXTURE_REFUSED the caller's to fix
+    const refused = await nats.nc.request("req.echo", '{"text":"x","fail":"refused"}', { timeout: 5000 });
+    assert.equal(refused.headers?.get("Nats-Service-Error-Code"), "400");
+    assert.equal(refused.json<{ error: { code: string } }>().error.code, "FIXTURE_REFUSED");
     const ok = await nats.nc.request("req.echo", '{"text":"still here"}', { timeout: 5000 });
     assert.equal(ok.json<{ text: string }>().text, "still here");
   });

@@ -95,6 +95,21 @@ describe("outcomes", () => {
     assert.equal((await receipts("fail1")).length, 0);
   });
 
+  it("dead-letters at once an error classifyError calls non-retriable, with the error's code", async () => {
+    const { seq } = await nats.js.publish("jobs.record", json({ id: "cls-refused", behavior: "refused" }));
+    const dl = await deadLetterFor("jobs/record", seq);
+    assert.equal(dl.reason, ErrorCode.NonRetriable);
+    assert.equal(dl.error?.code, "FIXTURE_REFUSED");
+    assert.equal(dl.attempts, 1);
+  });
+
+  it("retries an error classifyError calls transient without spending attempts (maxDeliver 3, five outages)", async () => {
+    await nats.js.publish("jobs.record", json({ id: "cls-down", behavior: "down" }));
+    const [r] = await waitFor("receipt after the outage", async () => ((await receipts("cls-down")).length ? receipts("cls-down") : undefined), 30_000);
+    assert.equal(r!.delivery, 6);
+    assert.equal(r!.attempt, 1, "deliveries during the outage spent attempts");
+  });
+
   it("succeeds on a retry after one failure", async () => {
     const t0 = Date.now();
     await nats.js.publish("jobs.record", json({ id: "once1", behavior: "failOnce" }));
