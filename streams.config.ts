@@ -1,5 +1,6 @@
 import { defineConfig } from "syntropism";
 import { AUDIT_SUBJECTS } from "./economy/catalogue.ts";
+import { classifyEconomyError } from "./economy/errors.ts";
 
 // Every stream, consumer default and KV bucket the project's functions use. `host streams plan`
 // compares this with the server; `host streams apply` (or `host start --apply`, or `npm start`)
@@ -7,6 +8,9 @@ import { AUDIT_SUBJECTS } from "./economy/catalogue.ts";
 // and host_runs buckets.
 export default defineConfig({
   service: { name: "syntropism", version: "0.1.0" },
+  // One classifier for every function (table in docs/host.md): refusals and PostgreSQL class 22/23
+  // are dead-lettered at once with their code; a lost database connection is waited out.
+  classifyError: classifyEconomyError,
   streams: [
     {
       name: "MARKET",

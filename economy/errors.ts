@@ -104,3 +104,64 @@ export function isRefusal(err: unknown): err is EconomyError {
   if (!isEconomyError(err)) return false;
   return err.code !== EconomyErrorCode.Migration && err.code !== EconomyErrorCode.Config;
 }
+
+// ---- What PostgreSQL's errors mean for a retry -------------------------------------------------
+
+/** Error codes of a connection that failed, was refused, or ended under a query (node and postgres.js). */
+const CONNECTION_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+]);
+
+/** SQLSTATE classes: 08 connection exception, 57P01–57P03 admin shutdown / crash / cannot connect now, 53 insufficient resources. */
+function sqlState(err: unknown): string | undefined {
+  const e = err as { code?: unknown; errno?: unknown } | undefined;
+  const code = typeof e?.code === "string" ? e.code : undefined;
+  return code && /^[0-9A-Z]{5}$/.test(code) ? code : undefined;
+}
+
+/** True when `err` (or its cause) is a lost, refused or shut-down database connection: worth waiting out. */
+export function isConnectionError(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === "string" && CONNECTION_CODES.has(code)) return true;
+    const state = sqlState(e);
+    if (state && (state.startsWith("08") || state === "57P01" || state === "57P02" || state === "57P03" || state.startsWith("53"))) return true;
+  }
+  return false;
+}
+
+/** SQLSTATE 40001 (serialization failure) or 40P01 (deadlock detected): the transaction may simply be run again. */
+export function isSerializationError(err: unknown): boolean {
+  const state = sqlState(err);
+  return state === "40001" || state === "40P01";
+}
+
+/**
+ * The economy's one error classifier (streams.config.ts `classifyError`), applied by the host to
+ * whatever an economy function throws:
+ * - a domain refusal, or PostgreSQL class 22 (data exception: bad text, number out of range, bad
+ *   syntax) or 23 (integrity constraint): the same input fails the same way → `non-retriable`,
+ *   dead-lettered at once with its code;
+ * - a lost or refused connection, a server shutting down → `transient`: retried without spending
+ *   the message's attempts, for as long as the outage lasts;
+ * - 40001 / 40P01 → `retriable` (the ledger retries them inside the transaction first);
+ * - anything else: the host's default (retried to the budget).
+ */
+export function classifyEconomyError(err: unknown): "non-retriable" | "retriable" | "transient" | undefined {
+  if (isRefusal(err)) return "non-retriable";
+  if (isConnectionError(err)) return "transient";
+  const state = sqlState(err);
+  if (!state) return undefined;
+  if (state.startsWith("22") || state.startsWith("23")) return "non-retriable";
+  if (state.startsWith("40")) return "retriable";
+  return undefined;
+}

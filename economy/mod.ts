@@ -28,6 +28,9 @@ export {
   InvalidArgumentError,
   isEconomyError,
   isRefusal,
+  isConnectionError,
+  isSerializationError,
+  classifyEconomyError,
   MigrationError,
   UnknownAgentError,
 } from "./errors.ts";
