@@ -36,6 +36,11 @@ export function connect(url = process.env.DATABASE_URL, options: ConnectOptions 
     types: { bigint: postgres.BigInt },
     onnotice: () => {},
     connection: { application_name: options.applicationName ?? "syntropism" },
+    // a server that restarts is found again within a second of coming back (the default backoff
+    // grows to 20 s); a server that does not answer fails a connection attempt after 10 s, and the
+    // host's classifier (classifyEconomyError) turns that into a deferral, not a spent attempt
+    backoff: (retries: number) => (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** retries, 1),
+    connect_timeout: 10,
   });
 }
 

@@ -41,9 +41,15 @@ let shared: Promise<Sql> | undefined;
 export function database(): Promise<Sql> {
   shared ??= (async () => {
     const sql = connect(databaseUrl(), { max: Number(process.env.ECONOMY_DB_POOL ?? 10), applicationName: "syntropism-economy" });
-    await migrate(sql);
-    await seedMarket(sql, economyConfig().market);
-    return sql;
+    try {
+      await migrate(sql);
+      await seedMarket(sql, economyConfig().market);
+      return sql;
+    } catch (err) {
+      // the database may be down: the next call opens a fresh pool and tries again
+      await sql.end({ timeout: 1 }).catch(() => {});
+      throw err;
+    }
   })().catch((err) => {
     shared = undefined;
     throw err;

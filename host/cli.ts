@@ -16,6 +16,7 @@ import { applyPlan, formatPlan, planStreams } from "./streams.ts";
 import { Supervisor } from "./supervisor.ts";
 import { startTracing } from "../otel/tracing.ts";
 import { otlpTracesUrl, TraceBridge } from "../otel/bridge.ts";
+import { installProcessPolicy } from "./processPolicy.ts";
 import { collectStatus, formatStatus, healthOf, table } from "./status.ts";
 
 // `host` — run functions and look after the streams they use. `host help` lists the commands.
@@ -222,6 +223,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
+    installProcessPolicy(wlog, { onFatal: () => stop("uncaught exception", 1) });
     // the supervisor went away: nobody will restart us or forward signals, so stop cleanly
     process.on("disconnect", () => stop("supervisor gone"));
   });

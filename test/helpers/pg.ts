@@ -123,3 +123,64 @@ export function testDatabaseFactory(scope: Hooks): { create(options?: { max?: nu
     },
   };
 }
+
+/**
+ * A PostgreSQL of its own that a fault test can restart, stop for a while, or whose connections it
+ * can terminate — on the same port and data directory, so clients find it again. Migrated; `sql`
+ * is a pool of the test's own (it rides out the faults like any client).
+ */
+export type RestartablePostgres = {
+  url: string;
+  sql: Sql;
+  /** Fast shutdown (active transactions roll back). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and data. */
+  start(): Promise<void>;
+  /** stop, then start. */
+  restart(): Promise<void>;
+  /** pg_terminate_backend on every other connection: each client sees its connection dropped. */
+  terminateConnections(): Promise<number>;
+};
+
+export async function startRestartablePostgres(scope: Hooks): Promise<RestartablePostgres> {
+  const dir = mkdtempSync(join(tmpdir(), "syntropism-pg-faults-"));
+  chmodSync(dir, 0o755);
+  const dataDir = join(dir, "data");
+  let server = await startEmbeddedPostgres({ dataDir, ephemeral: true, settings: { max_connections: 200 } });
+  const port = server.port;
+  const url = server.url;
+  const sql = connect(url, { max: 4, applicationName: "syntropism-test" });
+  await migrate(sql);
+  scope.after(async () => {
+    await sql.end({ timeout: 2 }).catch(() => {});
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+  });
+  const start = async () => {
+    for (let i = 0; ; i++) {
+      try {
+        server = await startEmbeddedPostgres({ dataDir, port, ephemeral: true, settings: { max_connections: 200 } });
+        return;
+      } catch (err) {
+        if (i >= 20) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  };
+  return {
+    url,
+    sql,
+    stop: () => server.stop(),
+    start,
+    async restart() {
+      await server.stop();
+      await start();
+    },
+    async terminateConnections() {
+      return admin(url, async (a) => {
+        const rows = await a<{ n: number }[]>`SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'`;
+        return rows[0]!.n;
+      });
+    },
+  };
+}
