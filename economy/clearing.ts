@@ -32,7 +32,7 @@ export type WindowClock = {
   now?: () => number;
   /** A tick whose window ended longer ago than this is refused (default 1 h). */
   maxAgeMs?: number;
-  /** A tick whose window ends within this much is waited for, not refused: workers' clocks differ a little (default 1 s). */
+  /** A tick whose window ends within this much is waited for, not refused: workers' clocks differ a little (default a quarter window, at most 1 s). */
   skewMs?: number;
 };
 
@@ -52,7 +52,7 @@ export function tickDueIn(windowId: number, clock: WindowClock): number {
   const wait = closesAt - now;
   if (wait <= 0) return 0;
   if (wait > (clock.maxAgeMs ?? MAX_TICK_AGE_MS)) throw new TickRefusedError(EconomyErrorCode.InvalidWindow, windowId, `it would close ${Math.round(wait / 1000)} s from now`);
-  if (wait > (clock.skewMs ?? TICK_SKEW_MS)) throw new TickRefusedError(EconomyErrorCode.TickNotDue, windowId, `it is still open for ${wait} ms`);
+  if (wait > (clock.skewMs ?? Math.min(TICK_SKEW_MS, clock.windowMs / 4))) throw new TickRefusedError(EconomyErrorCode.TickNotDue, windowId, `it is still open for ${wait} ms`);
   return wait;
 }
 
