@@ -167,7 +167,8 @@ export function isSerializationError(err: unknown): boolean {
  *   dead-lettered at once with its code;
  * - a lost or refused connection, a server shutting down → `transient`: retried without spending
  *   the message's attempts, for as long as the outage lasts;
- * - 40001 / 40P01 → `retriable` (the ledger retries them inside the transaction first);
+ * - 40001 / 40P01 → `retriable` (the ledger retries them inside the transaction first), and a
+ *   unique violation of an idempotency key (a message delivered twice at once) → `retriable`;
  * - anything else: the host's default (retried to the budget).
  */
 export function classifyEconomyError(err: unknown): "non-retriable" | "retriable" | "transient" | undefined {
@@ -175,6 +176,10 @@ export function classifyEconomyError(err: unknown): "non-retriable" | "retriable
   if (isConnectionError(err)) return "transient";
   const state = sqlState(err);
   if (!state) return undefined;
+  // a unique idempotency key (a source message id) taken by a concurrent transaction: the same
+  // message delivered twice at once (a redelivery while the first delivery still ran). The retry
+  // finds the first one's row and answers as a duplicate.
+  if (state === "23505" && /(source_msg_id|event_id)_key$/.test(String((err as { constraint_name?: unknown }).constraint_name ?? ""))) return "retriable";
   if (state.startsWith("22") || state.startsWith("23")) return "non-retriable";
   if (state.startsWith("40")) return "retriable";
   return undefined;

@@ -71,6 +71,19 @@ export class Host {
     return [...this.#loaded.values()].map((l) => l.fn);
   }
 
+  /** Logs the connection's losses and returns (the triggers re-bind by themselves). */
+  async #watchConnection(nc: NatsConnection): Promise<void> {
+    let lostAt = 0;
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect" && !this.#stopping) {
+        lostAt = Date.now();
+        this.log.warn({ server: s.server }, "lost the NATS connection; reconnecting");
+      } else if (s.type === "reconnect") {
+        this.log.info({ server: s.server, down_ms: lostAt ? Date.now() - lostAt : undefined }, "NATS connection back");
+      }
+    }
+  }
+
   async start(): Promise<void> {
     const { config } = this.#opts;
     ensurePropagator();
@@ -78,6 +91,7 @@ export class Host {
     void this.nc.closed().then((err) => {
       if (!this.#stopping) this.#opts.onConnectionClosed?.(err ?? undefined);
     });
+    void this.#watchConnection(this.nc);
     this.js = jetstream(this.nc);
     this.jsm = await jetstreamManager(this.nc);
     this.features = featuresOf(this.nc.info?.version ?? "0.0.0");

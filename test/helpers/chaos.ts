@@ -1,0 +1,168 @@
+import assert from "node:assert/strict";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
+import { checkLedger, mint, openAccount } from "../../economy/ledger.ts";
+import type { Sql } from "../../economy/db.ts";
+import { waitFor } from "./host.ts";
+
+// What the fault tests share: agents rich enough that every bid they send is accepted (so that a
+// bid in the dead-letter stream can only be the host's fault), a publisher that records which bids
+// the server acknowledged, and the one verdict every fault test reaches: each acknowledged bid in
+// the ledger exactly once, nothing dead-lettered, the ledger balanced, each committed event on
+// AUDIT exactly once.
+
+/** Opens `n` agents `<prefix><i>` with 10,000,000 credits each (no bid of publishBids can exhaust them). */
+export async function seedAgents(sql: Sql, prefix: string, n: number): Promise<string[]> {
+  const ids = Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+  for (const id of ids) {
+    await openAccount(sql, id);
+    await mint(sql, { sourceMsgId: `${prefix}-genesis-${id}`, to: id, amount: 10_000_000_000_000n, kind: "genesis" });
+  }
+  return ids;
+}
+
+/**
+ * A bid no market rule refuses: 1–4 units of cpu or memory (far below supply) at 50 credits a unit
+ * (far above any price the markets reach in a test's minutes).
+ */
+export function acceptableBid(i: number): string {
+  return JSON.stringify({ resource: i % 2 ? "cpu" : "memory", quantity: 1 + (i % 4), price: 50 });
+}
+
+export type Published = {
+  /** msg ids the server acknowledged (stored in the stream). */
+  acked: Set<string>;
+  /** Publishes that failed (the server was away); with `retry`, each was tried again until acked. */
+  failures: number;
+};
+
+/**
+ * Publishes `count` bids `market.bid.<agent>` with msg ids `<idPrefix>-<i>`, `window` in flight. With
+ * `retry`, a failed publish is repeated (same msg id, so the stream keeps one) until acknowledged;
+ * without it, it is counted and skipped — the bid was never acknowledged, so nothing is owed for it.
+ */
+export async function publishBids(
+  js: JetStreamClient,
+  opts: { count: number; agents: string[]; idPrefix: string; retry?: boolean; window?: number; onProgress?: (sent: number) => void | Promise<void> },
+): Promise<Published> {
+  const acked = new Set<string>();
+  let failures = 0;
+  const window = opts.window ?? 256;
+  const one = async (i: number) => {
+    const id = `${opts.idPrefix}-${i}`;
+    for (;;) {
+      try {
+        await js.publish(`market.bid.${opts.agents[i % opts.agents.length]}`, acceptableBid(i), { msgID: id, timeout: 5000 });
+        acked.add(id);
+        return;
+      } catch {
+        failures++;
+        if (!opts.retry) return;
+        await sleep(100);
+      }
+    }
+  };
+  for (let i = 0; i < opts.count; i += window) {
+    await Promise.all(Array.from({ length: Math.min(window, opts.count - i) }, (_, k) => one(i + k)));
+    await opts.onProgress?.(Math.min(opts.count, i + window));
+  }
+  return { acked, failures };
+}
+
+export async function bidsRecorded(sql: Sql, idPrefix: string): Promise<number> {
+  const [r] = await sql<{ n: bigint }[]>`SELECT count(*)::bigint AS n FROM bids WHERE source_msg_id LIKE ${`${idPrefix}-%`}`;
+  return Number(r!.n);
+}
+
+/**
+ * Messages in DEAD_LETTERS (those whose source msg id starts with `msgIdPrefix`), by reason; a
+ * non-retriable error counts as `HOST_ERR_NON_RETRIABLE:<its code>`.
+ */
+export async function deadLettersByReason(jsm: JetStreamManager, msgIdPrefix = ""): Promise<Record<string, number>> {
+  const info = await jsm.streams.info("DEAD_LETTERS").catch(() => undefined);
+  if (!info || info.state.messages === 0) return {};
+  const js = jsm.jetstream();
+  const c = await js.consumers.get("DEAD_LETTERS");
+  const out: Record<string, number> = {};
+  const samples: Record<string, string> = {};
+  let left = info.state.messages;
+  let done = false;
+  const it = await c.consume({ max_messages: 1000 });
+  for await (const m of it) {
+    if (--left === 0) done = true;
+    if (!(m.headers?.get("Syntropism-Dlq-Msg-Id") ?? "").startsWith(msgIdPrefix)) {
+      if (done) break;
+      continue;
+    }
+    let reason = m.headers?.get("Syntropism-Dlq-Reason") || "(no reason)";
+    // a classified refusal: its own code says why
+    if (reason === "HOST_ERR_NON_RETRIABLE") reason += `:${(JSON.parse(m.headers?.get("Syntropism-Dlq-Error") || "{}") as { code?: string }).code}`;
+    out[reason] = (out[reason] ?? 0) + 1;
+    samples[reason] ??= m.headers?.get("Syntropism-Dlq-Error") ?? "";
+    if (done) break;
+  }
+  await it.close();
+  Object.defineProperty(out, "samples", { value: samples, enumerable: false });
+  return out;
+}
+
+/** One dead letter's error per reason, from deadLettersByReason's result (for failure messages). */
+export function samplesOf(byReason: Record<string, number>): Record<string, string> {
+  return (byReason as { samples?: Record<string, string> }).samples ?? {};
+}
+
+/** AUDIT's events on the given subjects: how many messages, how many distinct event ids. */
+export async function auditEvents(jsm: JetStreamManager, subjects: string[]): Promise<{ messages: number; distinct: number }> {
+  const js = jsm.jetstream();
+  const info = await jsm.streams.info("AUDIT", { subjects_filter: ">" });
+  const ids = new Set<string>();
+  let messages = 0;
+  // one ordered consumer per subject: nats-server 2.9 filters a consumer on one subject only
+  for (const subject of subjects) {
+    let left = info.state.subjects?.[subject] ?? 0;
+    if (left === 0) continue;
+    const c = await js.consumers.get("AUDIT", { filter_subjects: subject });
+    const it = await c.consume({ max_messages: 1000 });
+    for await (const m of it) {
+      ids.add(m.json<{ id: string }>().id);
+      messages++;
+      if (--left === 0) break;
+    }
+    await it.close();
+  }
+  return { messages, distinct: ids.size };
+}
+
+/**
+ * The verdict after a fault: every acknowledged bid decided and in the ledger exactly once, none
+ * dead-lettered, no bid left open once its windows cleared, the ledger balanced, and each bid's
+ * event on AUDIT exactly once.
+ */
+export async function assertNothingLost(sql: Sql, jsm: JetStreamManager, run: { idPrefix: string; acked: Set<string> }, timeoutMs = 120_000): Promise<void> {
+  await waitFor("every acknowledged bid recorded", async () => ((await bidsRecorded(sql, run.idPrefix)) >= run.acked.size ? true : undefined), timeoutMs, 200);
+  const rows = await sql<{ source_msg_id: string; n: bigint; status: string }[]>`
+    SELECT source_msg_id, count(*)::bigint AS n, min(status) AS status FROM bids WHERE source_msg_id LIKE ${`${run.idPrefix}-%`} GROUP BY source_msg_id`;
+  const recorded = new Map(rows.map((r) => [r.source_msg_id, r]));
+  const missing = [...run.acked].filter((id) => !recorded.has(id));
+  assert.deepEqual(missing.slice(0, 10), [], `${missing.length} acknowledged bids are not in the ledger`);
+  const twice = rows.filter((r) => Number(r.n) !== 1);
+  assert.deepEqual(twice.slice(0, 10), [], "a bid is recorded twice");
+  const refused = rows.filter((r) => r.status === "rejected");
+  assert.equal(refused.length, 0, `${refused.length} bids refused: the fault test's bids must all be acceptable`);
+
+  const dead = await deadLettersByReason(jsm, `${run.idPrefix}-`);
+  assert.deepEqual(dead, {}, `no bid is dead-lettered; errors: ${JSON.stringify(samplesOf(dead))}`);
+  await waitFor("every bid's window cleared", async () => {
+    const [r] = await sql<{ n: bigint }[]>`SELECT count(*)::bigint AS n FROM bids WHERE status = 'open' AND source_msg_id LIKE ${`${run.idPrefix}-%`}`;
+    return Number(r!.n) === 0 || undefined;
+  }, 60_000, 250);
+  const check = await checkLedger(sql);
+  assert.equal(check.ok, true, JSON.stringify(check, (_k, v) => (typeof v === "bigint" ? v.toString() : v)));
+
+  const bids = await waitFor("every bid's event on AUDIT", async () => {
+    const a = await auditEvents(jsm, ["market.bid_placed", "market.bid_rejected"]);
+    return a.messages >= rows.length ? a : undefined;
+  }, 60_000, 500);
+  assert.equal(bids.distinct, rows.length, "a committed bid's event is missing from AUDIT");
+  assert.equal(bids.messages, bids.distinct, "an event id appears twice on AUDIT");
+}
