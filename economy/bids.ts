@@ -1,7 +1,7 @@
 import type { Sql } from "./db.ts";
 import { recordCaused, type Cause, type EventInput, type Recorded } from "./events.ts";
 import { agentAccount, inTransaction, lockAccounts } from "./ledger.ts";
-import { toCredits, toMicro } from "./money.ts";
+import { formatCredits, toCredits, toMicro } from "./money.ts";
 import type { Resource } from "./auction.ts";
 
 // Placing bids: checked and recorded under the agents' account locks, so two bids of one agent can
@@ -22,11 +22,22 @@ export type BidResult =
 
 export type BidRequest = { cause: Cause; input: BidInput; windowId: number };
 
+/**
+ * The largest bid amount, 10⁹ credits: every micro-credit amount below 10¹⁵ has at most 15
+ * significant digits, which a double holds exactly, so its events can state it in credits.
+ */
+const MAX_BID_MICRO = 10n ** 15n - 1n;
+
 type Prior = { source_msg_id: string; id: bigint; status: string; reason: string | null; window_id: bigint; amount: bigint };
 
 /** Places a group of bids in one transaction; results in the order of `requests`. */
 export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Recorded[]): Promise<BidResult[]> {
   return inTransaction(sql, async (tx) => {
+    // the agents' accounts first (the lock order, economy/ledger.ts lockAccounts): a command's
+    // agent is in its subject, so a redelivery handled by another worker at the same moment waits
+    // here and then finds the first one's row below
+    const agents = [...new Set(requests.map((r) => r.input.agentId))];
+    const balances = await lockAccounts(tx, agents.map(agentAccount));
     const ids = requests.map((r) => r.cause.sourceMsgId);
     const prior = new Map(
       (await tx<Prior[]>`SELECT source_msg_id, id, status, reason, window_id, amount FROM bids WHERE source_msg_id = ANY(${ids}::text[])`).map((p) => [p.source_msg_id, p]),
@@ -39,8 +50,6 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
             FROM outbox WHERE source_msg_id = ANY(${ids}::text[]) AND envelope->>'type' = 'bid_rejected'`
       ).map((r) => [r.source_msg_id, r]),
     );
-    const agents = [...new Set(requests.map((r) => r.input.agentId))];
-    const balances = await lockAccounts(tx, agents.map(agentAccount));
     const reservedRows = await tx<{ agent_id: string; reserved: bigint }[]>`
       SELECT agent_id, sum(amount)::bigint AS reserved FROM bids WHERE agent_id = ANY(${agents}::text[]) AND status = 'open' GROUP BY agent_id`;
     const reserved = new Map(reservedRows.map((r) => [r.agent_id, BigInt(r.reserved)]));
@@ -72,11 +81,14 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
         return;
       }
       firstOf.set(src, i);
+      // a bid's refusal is its own: nothing about one bid may fail the group's transaction (an
+      // amount beyond BIGINT would, in the insert; one beyond a double's precision, in its event)
       const reject = (reason: RejectReason, message: string, amount?: bigint, ppu?: bigint) => {
-        if (amount !== undefined && ppu !== undefined && balances.has(agentAccount(input.agentId))) {
-          inserts.push({ i, agent: input.agentId, windowId, resource: input.resource, quantity: input.quantity, ppu, amount, status: "rejected", reason, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
+        const credits = amount !== undefined && amount <= MAX_BID_MICRO ? toCredits(amount) : undefined;
+        if (credits !== undefined && ppu !== undefined && balances.has(agentAccount(input.agentId))) {
+          inserts.push({ i, agent: input.agentId, windowId, resource: input.resource, quantity: input.quantity, ppu, amount: amount!, status: "rejected", reason, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
         }
-        events.push({ i, event: { type: "bid_rejected", payload: { agent_id: input.agentId, reason, message, resource: input.resource, ...(amount !== undefined ? { amount: toCredits(amount) } : {}) } } });
+        events.push({ i, event: { type: "bid_rejected", payload: { agent_id: input.agentId, reason, message, resource: input.resource, ...(credits !== undefined ? { amount: credits } : {}) } } });
         results[i] = { status: "rejected", reason, message, duplicate: false };
       };
       let ppu: bigint;
@@ -87,14 +99,15 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
       }
       if (ppu <= 0n || !Number.isSafeInteger(input.quantity) || input.quantity <= 0) return reject("INVALID_BID", "quantity must be a positive integer and price positive");
       const amount = ppu * BigInt(input.quantity);
+      if (amount > MAX_BID_MICRO) return reject("INVALID_BID", `quantity × price is ${formatCredits(amount)} credits, more than a bid can be`);
       const bal = balances.get(agentAccount(input.agentId));
       if (bal === undefined) return reject("UNKNOWN_AGENT", `agent ${input.agentId} is not known`);
       const m = market.get(input.resource);
       if (!m) return reject("INVALID_BID", `resource ${input.resource} has no market`, amount, ppu);
-      if (ppu < BigInt(m.price)) return reject("BELOW_MARKET_PRICE", `bid ${input.price} per unit is below the market price ${toCredits(m.price)}`, amount, ppu);
+      if (ppu < BigInt(m.price)) return reject("BELOW_MARKET_PRICE", `bid ${input.price} per unit is below the market price ${formatCredits(m.price)}`, amount, ppu);
       if (BigInt(input.quantity) > BigInt(m.supply)) return reject("EXCEEDS_SUPPLY", `${input.quantity} units asked; the window's supply is ${m.supply}`, amount, ppu);
       const held = reserved.get(input.agentId) ?? 0n;
-      if (bal - held < amount) return reject("INSUFFICIENT_FUNDS", `bid of ${toCredits(amount)} credits; ${toCredits(bal - held)} available`, amount, ppu);
+      if (bal - held < amount) return reject("INSUFFICIENT_FUNDS", `bid of ${formatCredits(amount)} credits; ${formatCredits(bal - held)} available`, amount, ppu);
       reserved.set(input.agentId, held + amount);
       inserts.push({ i, agent: input.agentId, windowId, resource: input.resource, quantity: input.quantity, ppu, amount, status: "open", reason: null, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
     });
@@ -108,8 +121,21 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
           ${inserts.map((x) => x.status)}::text[], ${inserts.map((x) => x.reason)}::text[], ${inserts.map((x) => x.seq)}::bigint[],
           ${inserts.map((x) => x.src)}::text[], ${inserts.map((x) => x.corr)}::text[],
           ${inserts.map((x) => (x.status === "open" ? null : new Date().toISOString()))}::timestamptz[])
+        ON CONFLICT (source_msg_id) DO NOTHING
         RETURNING id, source_msg_id`;
       const idOf = new Map(rows.map((r) => [r.source_msg_id, String(r.id)]));
+      // a row that is not ours: the same msg id on another agent's bid, committed meanwhile — that one is the answer
+      const lost = inserts.filter((x) => !idOf.has(x.src)).map((x) => x.src);
+      if (lost.length) {
+        const theirs = new Map((await tx<Prior[]>`SELECT source_msg_id, id, status, reason, window_id, amount FROM bids WHERE source_msg_id = ANY(${lost}::text[])`).map((p) => [p.source_msg_id, p]));
+        for (const x of inserts.filter((y) => !idOf.has(y.src))) {
+          const p = theirs.get(x.src);
+          if (!p) throw new Error(`bid ${x.src} was neither inserted nor found`);
+          results[x.i] = priorResult(p, 0n, 0n);
+          x.status = "taken";
+        }
+        for (let k = events.length - 1; k >= 0; k--) if (inserts.some((x) => x.status === "taken" && x.i === events[k]!.i)) events.splice(k, 1);
+      }
       for (const x of inserts) {
         if (x.status !== "open") continue;
         const { input, windowId } = requests[x.i]!;

@@ -1,14 +1,19 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Sql } from "./db.ts";
 import { bidAmount, clearWindow, RESOURCES, type AuctionBid, type Resource } from "./auction.ts";
+import { EconomyErrorCode, TickRefusedError } from "./errors.ts";
 import { recordEvents, type Cause, type EventInput } from "./events.ts";
-import { burn, inTransaction } from "./ledger.ts";
+import { agentAccount, BURN_ACCOUNT, burn, inTransaction, lockAccounts } from "./ledger.ts";
 import { toCredits } from "./money.ts";
 import { nextPrice } from "./pricing.ts";
 
-// Clearing window W, exactly once: the market_windows row for W is the guard (a second tick for W,
-// from a redelivery or another worker, finds it and changes nothing). Every open bid of W or
-// earlier takes part, so a bid that missed its window's clearing joins the next one. Winners'
-// amounts are burned, losers are released, prices move with utilization — one transaction.
+// Clearing window W, exactly once, and only once W has closed. One clearing runs at a time (an
+// advisory lock); under it, a window at or below the last cleared one changes nothing (a second
+// tick for W, or a late tick for a window a later clearing already covered). Every open bid of W
+// or earlier takes part, so a bid that missed its window's clearing joins the next one. Winners'
+// amounts are burned, losers are released, prices move with utilization — one transaction, which
+// takes its locks in the economy's order (economy/ledger.ts lockAccounts): the accounts of every
+// agent with an open bid and system:burn, sorted, then those agents' bids, then market_state.
 
 export type ClearingResult = {
   windowId: number;
@@ -20,18 +25,71 @@ export type ClearingResult = {
   agents: string[];
 };
 
+/** The window clock a tick is checked against (economy/runtime.ts windowOf). */
+export type WindowClock = {
+  windowMs: number;
+  /** Default Date.now. */
+  now?: () => number;
+  /** A tick whose window ended longer ago than this is refused (default 1 h). */
+  maxAgeMs?: number;
+  /** A tick whose window ends within this much is waited for, not refused: workers' clocks differ a little (default a quarter window, at most 1 s). */
+  skewMs?: number;
+};
+
+export const MAX_TICK_AGE_MS = 3_600_000;
+export const TICK_SKEW_MS = 1_000;
+const CLEARING_LOCK = 0x636c_6561_7269_6e67n; // "clearing"
+
+/**
+ * How long until `windowId` has closed by the window clock: 0 when it has. Refuses what is no
+ * window (INVALID_WINDOW: negative, not an integer, more than an hour ahead) and a window that is
+ * still open beyond the clock skew allowed (TICK_NOT_DUE).
+ */
+export function tickDueIn(windowId: number, clock: WindowClock): number {
+  if (!Number.isSafeInteger(windowId) || windowId < 0) throw new TickRefusedError(EconomyErrorCode.InvalidWindow, windowId, "a window id is an integer ≥ 0");
+  const now = (clock.now ?? Date.now)();
+  const closesAt = (windowId + 1) * clock.windowMs;
+  const wait = closesAt - now;
+  if (wait <= 0) return 0;
+  if (wait > (clock.maxAgeMs ?? MAX_TICK_AGE_MS)) throw new TickRefusedError(EconomyErrorCode.InvalidWindow, windowId, `it would close ${Math.round(wait / 1000)} s from now`);
+  if (wait > (clock.skewMs ?? Math.min(TICK_SKEW_MS, clock.windowMs / 4))) throw new TickRefusedError(EconomyErrorCode.TickNotDue, windowId, `it is still open for ${wait} ms`);
+  return wait;
+}
+
 type BidRow = { id: bigint; correlation_id: string | null; agent_id: string; resource: Resource; quantity: bigint; price_per_unit: bigint; amount: bigint; stream_seq: bigint | null; window_id: bigint };
 type MarketRow = { resource: Resource; supply: bigint; price: bigint; floor_price: bigint; target_utilization: number };
 
-export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number): Promise<ClearingResult> {
+/**
+ * Clears window `windowId`. With a `clock` (the market.tick handler), the tick is checked first:
+ * see tickDueIn; a tick for a window that closes within the clock skew waits for it; and a window
+ * older than an hour that was never cleared is refused (INVALID_WINDOW). Without one (tests,
+ * tools), any window id is cleared.
+ */
+export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number, clock?: WindowClock): Promise<ClearingResult> {
+  if (clock) {
+    const wait = tickDueIn(windowId, clock);
+    if (wait > 0) await sleep(wait);
+  }
+  const nothing = { windowId, duplicate: true, winners: 0, losers: 0, burned: 0, agents: [] };
   return inTransaction(sql, async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(${CLEARING_LOCK.toString()}::bigint)`;
+    const [last] = await tx<{ window_id: bigint | null }[]>`SELECT max(window_id) AS window_id FROM market_windows`;
+    if (last?.window_id != null && BigInt(windowId) <= BigInt(last.window_id)) return nothing;
+    if (clock && (clock.now ?? Date.now)() - (windowId + 1) * clock.windowMs > (clock.maxAgeMs ?? MAX_TICK_AGE_MS)) {
+      throw new TickRefusedError(EconomyErrorCode.InvalidWindow, windowId, `it closed more than ${Math.round((clock.maxAgeMs ?? MAX_TICK_AGE_MS) / 1000)} s ago`);
+    }
     const claimed = await tx`INSERT INTO market_windows (window_id, source_msg_id) VALUES (${windowId}, ${cause.sourceMsgId})
                              ON CONFLICT DO NOTHING RETURNING window_id`;
-    if (!claimed.length) return { windowId, duplicate: true, winners: 0, losers: 0, burned: 0, agents: [] };
+    if (!claimed.length) return nothing;
 
+    // the lock order: accounts (sorted, one statement), then their bids, then market_state
+    const agentRows = await tx<{ agent_id: string }[]>`SELECT DISTINCT agent_id FROM bids WHERE status = 'open' AND window_id <= ${windowId}`;
+    const agentIds = agentRows.map((r) => r.agent_id);
+    await lockAccounts(tx, [...agentIds.map(agentAccount), BURN_ACCOUNT]);
+    // a bid of another agent placed since the first read is left open: it joins the next window
     const rows = await tx<BidRow[]>`
       SELECT id, correlation_id, agent_id, resource, quantity, price_per_unit, amount, stream_seq, window_id FROM bids
-       WHERE status = 'open' AND window_id <= ${windowId} ORDER BY id FOR UPDATE`;
+       WHERE status = 'open' AND window_id <= ${windowId} AND agent_id = ANY(${agentIds}::text[]) ORDER BY id FOR UPDATE`;
     const market = await tx<MarketRow[]>`SELECT resource, supply, price, floor_price, target_utilization FROM market_state ORDER BY resource FOR UPDATE`;
     const byResource = new Map(market.map((m) => [m.resource, m]));
     const bids: AuctionBid[] = rows.map((r) => ({

@@ -11,6 +11,10 @@ export const EconomyErrorCode = {
   InvalidArgument: "INVALID_ARGUMENT",
   /** The same source message id was used before for a different operation. */
   IdempotencyConflict: "IDEMPOTENCY_CONFLICT",
+  /** A tick for a window that has not closed yet (by the window clock). */
+  TickNotDue: "TICK_NOT_DUE",
+  /** A tick whose window id is no window at all: negative, not an integer, an hour old, far in the future. */
+  InvalidWindow: "INVALID_WINDOW",
   Migration: "MIGRATION_FAILED",
   Config: "ECONOMY_CONFIG",
 } as const;
@@ -76,6 +80,16 @@ export class IdempotencyConflictError extends EconomyError {
   constructor(sourceMsgId: string, detail: string) {
     super(EconomyErrorCode.IdempotencyConflict, `source message id ${sourceMsgId} was already used for ${detail}`);
     this.sourceMsgId = sourceMsgId;
+  }
+}
+
+/** A tick the clearing refuses: only the scheduler's tick of a closed window clears it. */
+export class TickRefusedError extends EconomyError {
+  override name = "TickRefusedError";
+  readonly windowId: unknown;
+  constructor(code: typeof EconomyErrorCode.TickNotDue | typeof EconomyErrorCode.InvalidWindow, windowId: unknown, message: string) {
+    super(code, `window ${String(windowId)}: ${message}`);
+    this.windowId = windowId;
   }
 }
 

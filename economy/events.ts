@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import * as v from "valibot";
-import type { JetStreamClient } from "@nats-io/jetstream";
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import { createEnvelope, type Envelope } from "../host/envelope.ts";
 import type { Db, Sql } from "./db.ts";
 import { EVENTS, type EventPayload, type EventType } from "./catalogue.ts";
@@ -8,6 +8,14 @@ import { EVENTS, type EventPayload, type EventType } from "./catalogue.ts";
 // Events go through an outbox: recorded in the transaction that makes the change, published to the
 // audit stream after commit, marked published. Event ids derive from the command's msg id, so a
 // redelivered command re-publishes the same ids and JetStream keeps one copy of each.
+//
+// Two ways out of the outbox: the fast path (the message that wrote the events publishes them right
+// after commit: publishRecorded, flushEvents) and the relay (relayOutbox, run every 500 ms by the
+// economy/relayOutbox schedule), which publishes whatever has stayed unpublished for a second or
+// more — the events of a message whose worker died after commit, or whose publish failed and was
+// never redelivered. Publishing is at least once: an event may reach the stream twice (both paths,
+// or a crash between publish and mark); the stream drops a repeat of a msg id within its duplicate
+// window, and readers skip an event id they have already seen (docs/economy.md, "Guarantees").
 
 /** What caused the events: the command (or tick) being handled. */
 export type Cause = {
@@ -96,4 +104,66 @@ export async function flushEvents(js: JetStreamClient, sql: Sql, sourceMsgId: st
   await Promise.all(rows.map((r) => js.publish(r.subject, JSON.stringify(r.envelope), { msgID: r.event_id })));
   await sql`UPDATE outbox SET published_at = now() WHERE seq = ANY(${rows.map((r) => r.seq.toString())}::bigint[])`;
   return rows.length;
+}
+
+/** Publishes one event with msg id = event id (a function passes `ctx.publish`; tests a JetStream client). */
+export type EventPublisher = (subject: string, envelope: Envelope, msgId: string) => Promise<Pick<PubAck, "duplicate">>;
+
+export type RelayOptions = {
+  /** Only events recorded at least this long ago (default 1000 ms): younger ones are the fast path's. */
+  minAgeMs?: number;
+  /** Events per transaction (default 500). */
+  batch?: number;
+  /** Stop taking new batches after this long (default 2000 ms); the next run goes on. */
+  budgetMs?: number;
+};
+
+export type RelayResult = {
+  /** Events published and marked. */
+  published: number;
+  /** Of those, how many the stream already had (the fast path was there first). */
+  duplicates: number;
+  /** True when another relay held the outbox and this one did nothing. */
+  busy: boolean;
+};
+
+export const RELAY_EVERY_MS = 500;
+export const RELAY_MIN_AGE_MS = 1000;
+const RELAY_LOCK = 0x6f75_7462_6f78_7265n; // "outboxre"
+
+/**
+ * The outbox relay: takes the events left unpublished for `minAgeMs` or more, oldest first, and
+ * publishes each (msg id = event id) in outbox order, then marks them — batch by batch, one
+ * transaction each. One relay runs at a time across workers (an advisory lock; another run returns
+ * `busy`), so events leave in sequence order; rows the fast path is marking at that moment are
+ * skipped (FOR UPDATE SKIP LOCKED), not waited for. A publish that fails rolls the batch back:
+ * the next run publishes it again, and the duplicate window and readers' dedupe absorb the repeats.
+ */
+export async function relayOutbox(sql: Sql, publish: EventPublisher, options: RelayOptions = {}): Promise<RelayResult> {
+  const minAgeMs = options.minAgeMs ?? RELAY_MIN_AGE_MS;
+  const batch = options.batch ?? 500;
+  const deadline = performance.now() + (options.budgetMs ?? 2000);
+  const result: RelayResult = { published: 0, duplicates: 0, busy: false };
+  for (;;) {
+    const n = await sql.begin(async (tx) => {
+      const [lock] = await tx<{ ok: boolean }[]>`SELECT pg_try_advisory_xact_lock(${RELAY_LOCK.toString()}::bigint) AS ok`;
+      if (!lock!.ok) return -1;
+      const rows = await tx<{ seq: bigint; event_id: string; subject: string; envelope: Envelope }[]>`
+        SELECT seq, event_id, subject, envelope FROM outbox
+         WHERE published_at IS NULL AND created_at <= now() - make_interval(secs => ${minAgeMs / 1000})
+         ORDER BY seq LIMIT ${batch} FOR UPDATE SKIP LOCKED`;
+      // one at a time: the stream keeps them in outbox order
+      for (const r of rows) if ((await publish(r.subject, r.envelope, r.event_id)).duplicate) result.duplicates++;
+      if (rows.length) await tx`UPDATE outbox SET published_at = now() WHERE seq = ANY(${rows.map((r) => r.seq.toString())}::bigint[])`;
+      return rows.length;
+    });
+    if (n < 0) result.busy = true;
+    else result.published += n;
+    if (n < batch || performance.now() >= deadline) return result;
+  }
+}
+
+/** A publisher on a JetStream client (tools and tests; functions use ctx.publish). */
+export function jetStreamPublisher(js: JetStreamClient): EventPublisher {
+  return (subject, envelope, msgId) => js.publish(subject, JSON.stringify(envelope), { msgID: msgId });
 }

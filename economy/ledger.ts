@@ -5,6 +5,7 @@ import {
   IdempotencyConflictError,
   InsufficientFundsError,
   InvalidArgumentError,
+  isSerializationError,
   UnknownAgentError,
 } from "./errors.ts";
 import { asAmount } from "./money.ts";
@@ -72,15 +73,22 @@ function checkAgentId(agentId: unknown, what = "agent id"): string {
 
 const isPool = (db: Db): db is postgres.Sql<any> => typeof (db as { begin?: unknown }).begin === "function";
 
-/** SQLSTATEs after which the whole transaction may simply run again. */
-const RETRYABLE = new Set(["40001", "40P01"]);
-
-export type TransactionOptions = { attempts?: number };
+export type TransactionOptions = {
+  /** Runs of the transaction in all (default 5). */
+  attempts?: number;
+  /** Called before each rerun, with the error that ended the previous run (logs, tests). */
+  onRetry?: (err: unknown, attempt: number) => void;
+};
 
 /**
- * Runs `fn` in a transaction: its own (retried up to `attempts` times, default 5, on serialization
- * failure 40001 and deadlock 40P01) when `db` is the pool, or the caller's when `db` is one (the
- * caller's retry then covers it: a host function is redelivered with backoff).
+ * Runs `fn` in a transaction: its own when `db` is the pool, or the caller's when `db` is one.
+ *
+ * Its own transaction is run again, up to `attempts` runs in all, when it ends in a serialization
+ * failure (40001) or a deadlock (40P01), after a random pause that doubles with each run (≤ 20,
+ * 40, 80, 160 ms): a conflict costs milliseconds here, not a redelivery with the host's backoff.
+ * `fn` must therefore be safe to run again — it is, as a failed run rolled back everything it did;
+ * results it hands out of the transaction should be set only by the run that commits. In the
+ * caller's transaction nothing is retried here: the caller's retry covers it.
  */
 export async function inTransaction<T>(db: Db, fn: (tx: postgres.TransactionSql<any>) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
   if (!isPool(db)) return fn(db);
@@ -89,17 +97,32 @@ export async function inTransaction<T>(db: Db, fn: (tx: postgres.TransactionSql<
     try {
       return (await db.begin((tx) => fn(tx))) as T;
     } catch (err) {
-      const code = (err as { code?: unknown }).code;
-      if (attempt >= attempts || typeof code !== "string" || !RETRYABLE.has(code)) throw err;
+      if (attempt >= attempts || !isSerializationError(err)) throw err;
+      options.onRetry?.(err, attempt);
       await sleep(Math.random() * 10 * 2 ** attempt);
     }
   }
 }
 
 /**
- * Locks the given accounts FOR UPDATE in one fixed order (byte order of the id) and returns their
- * balances. Anything that changes what an agent may spend — a ledger movement, opening or settling
- * a bid — takes this lock on the agent's account first.
+ * Locks the given accounts FOR UPDATE in one fixed order (byte order of the id: `agent:…` before
+ * `system:burn` before `system:mint`) and returns their balances. Anything that changes what an
+ * agent may spend — a ledger movement, opening or settling a bid — takes this lock on the agent's
+ * account first.
+ *
+ * The economy's lock order, which every transaction follows so that none can wait in a cycle
+ * (docs/economy.md, "Lock order"):
+ *
+ *   1. the clearing lock (an advisory lock only a clearing takes: one clearing at a time);
+ *   2. accounts, all that the transaction will touch, in one statement through this function —
+ *      a later call for a subset of them (a movement inside a clearing) finds them held;
+ *   3. bids, FOR UPDATE only of the agents whose accounts are held;
+ *   4. market_state, by resource;
+ *   5. rows only this transaction's command owns (prompts, outbox, market_windows …).
+ *
+ * A transaction that needs another account after step 2 would break the order: lock every
+ * account up front instead. Genesis and spawn first lock the row of the agent they create (an id
+ * nobody else holds an account of yet), then its account with the parent's in step 2.
  */
 export async function lockAccounts(tx: Db, accountIds: string[]): Promise<Map<string, bigint>> {
   const ids = [...new Set(accountIds)];

@@ -32,6 +32,7 @@ export {
   isSerializationError,
   classifyEconomyError,
   MigrationError,
+  TickRefusedError,
   UnknownAgentError,
 } from "./errors.ts";
 export { EmbeddedPostgresError, startEmbeddedPostgres } from "./embeddedPostgres.ts";

@@ -95,13 +95,30 @@ const describeOps = (ops: Operators) => Object.entries(ops).filter(([, w]) => w 
 
 const BID_TYPES = new Set(["bid_placed", "resources_allocated", "bid_lost", "credits_burned"]);
 
+/**
+ * Each event id once, its first copy kept. An event may be on AUDIT twice — publishing is at least
+ * once (the writer's flush and the outbox relay, a crash between publish and mark), and the stream
+ * drops a repeated msg id only within its 2-minute duplicate window — so a count must not trust
+ * the stream to have removed it.
+ */
+export function firstOfEachId<E extends Pick<RunEvent, "env">>(events: readonly E[]): E[] {
+  const seen = new Set<string>();
+  return events.filter((e) => {
+    const id = e.env.id;
+    if (typeof id !== "string") return true;
+    if (seen.has(id)) return false;
+    seen.add(id);
+    return true;
+  });
+}
+
 /** The run's events plus the market-wide ones (price_update, window_cleared) of the windows its bids took part in. */
 export function attributed(input: Pick<JudgeInput, "events" | "market">): RunEvent[] {
   const windows = new Set<number>();
   for (const e of input.events) if (BID_TYPES.has(e.type)) windows.add(getPath(e.env, "payload.window_id") as number);
   const own = new Set(input.events.map((e) => e.seq));
   const market = input.market.filter((e) => !own.has(e.seq) && windows.has(getPath(e.env, "payload.window_id") as number));
-  return [...input.events, ...market].sort((a, b) => a.seq - b.seq);
+  return firstOfEachId([...input.events, ...market].sort((a, b) => a.seq - b.seq));
 }
 
 type BalanceFlow = { recorded?: number; recordedSeq: number; flows: number };
@@ -206,8 +223,9 @@ function brief(e: RunEvent, t0: number): string {
   return `${e.type}@${e.t - t0}ms ${JSON.stringify(e.env.payload)}`;
 }
 
-/** Judges every assertion of the scenario over the run's events (and live state when given). */
-export function judge(input: JudgeInput): AssertionResult[] {
+/** Judges every assertion of the scenario over the run's events (and live state when given); each event id counts once. */
+export function judge(given: JudgeInput): AssertionResult[] {
+  const input = { ...given, events: firstOfEachId(given.events), market: firstOfEachId(given.market) };
   const all = attributed(input);
   const t0 = input.events.length ? Math.min(...input.events.map((e) => e.t)) : NaN;
   const rel = (e: RunEvent) => e.t - t0;

@@ -84,6 +84,13 @@ function toRunEvent(m: JsMsg, strip: (x: unknown) => unknown): RunEvent & { corr
   };
 }
 
+/** True the first time `id` is seen. */
+function firstSight(seen: Set<string>, id: string): boolean {
+  if (seen.has(id)) return false;
+  seen.add(id);
+  return true;
+}
+
 function encode(body: unknown): string {
   if (body === undefined) return "";
   return typeof body === "string" ? body : JSON.stringify(body);
@@ -147,9 +154,12 @@ export async function runScenario(s: Scenario, opts: RunOptions): Promise<Report
   say(`run ${runId} (agents prefixed ${tag}_)`);
   const consumer = await js.consumers.get("AUDIT", { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(startedAt - 2000).toISOString() });
   const messages = await consumer.consume();
+  // an event stored twice (published again after the stream's duplicate window) counts once
+  const seen = new Set<string>();
   const watching = (async () => {
     for await (const m of messages) {
-      const env = m.json<{ correlation_id?: string; type?: string }>();
+      const env = m.json<{ id?: string; correlation_id?: string; type?: string }>();
+      if (typeof env.id === "string" && !firstSight(seen, env.id)) continue;
       if (env.correlation_id === runId) {
         const e = toRunEvent(m, px.strip);
         events.push(e);
@@ -290,8 +300,13 @@ export async function replayScenario(s: Scenario, runId: string, opts: { natsUrl
       const last = info.state.last_seq;
       const messages = await consumer.consume();
       const timer = setTimeout(() => messages.stop(), 60_000);
+      const seen = new Set<string>();
       for await (const m of messages) {
-        const env = m.json<{ correlation_id?: string; type?: string }>();
+        const env = m.json<{ id?: string; correlation_id?: string; type?: string }>();
+        if (typeof env.id === "string" && !firstSight(seen, env.id)) {
+          if (m.seq >= last || m.info.pending === 0) break;
+          continue;
+        }
         if (env.correlation_id === runId) events.push(toRunEvent(m, px.strip));
         else if (MARKET_TYPES.has(String(env.type))) market.push(toRunEvent(m, px.strip));
         if (m.seq >= last || m.info.pending === 0) break;

@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { RetentionPolicy } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
 import { auditMessage, verifyAuditStream, type AuditReport } from "../host/audit.ts";
 import { createEnvelope, type Envelope } from "../host/envelope.ts";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
@@ -84,7 +85,7 @@ describe("audit verify", () => {
     assert.equal(r.code, 3, r.stderr);
     const listed = r.stdout.split("\n").filter((l) => l.startsWith("seq ")).map((l) => Number(l.split(/\s+/)[1]));
     assert.deepEqual(listed, [...bad.keys()]);
-    assert.match(r.stdout, /AUDIT: checked 40 \(sequences 1–40\), bad 4 — MISMATCH/);
+    assert.match(r.stdout, /AUDIT: checked 40 \(sequences 1–40\), 36 events, bad 4 — MISMATCH/);
 
     const json = await runCli(["audit", "verify", "--json"], env);
     assert.equal(json.code, 3);
@@ -97,6 +98,28 @@ describe("audit verify", () => {
     const missing = await runCli(["audit", "verify", "--stream", "NOPE"], env);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /cannot read stream NOPE/);
+  });
+
+  it("counts an event stored twice once: a copy after the duplicate window is skipped, another content under its id is reported", async () => {
+    // a 100 ms duplicate window stands for AUDIT's 2 minutes: the relay or a redelivery may publish
+    // an event again after the stream has forgotten its msg id
+    await nats.jsm.streams.add({ name: "TWICE", subjects: ["twice.>"], retention: RetentionPolicy.Limits, duplicate_window: nanos(100) });
+    const events = [0, 1, 2].map((i) => event(100 + i));
+    for (const e of events) await nats.js.publish("twice.bid_placed", enc.encode(JSON.stringify(e)), { msgID: e.id });
+    await new Promise((r) => setTimeout(r, 300));
+    const again = await nats.js.publish("twice.bid_placed", enc.encode(JSON.stringify(events[1])), { msgID: events[1]!.id });
+    assert.equal(again.duplicate, false, "the stream took the second copy");
+    // and once with no msg id at all (a publisher that sets none)
+    await nats.js.publish("twice.bid_placed", enc.encode(JSON.stringify(events[2])));
+    const other = createEnvelope({ id: events[0]!.id, type: "bid_placed", from: "agent_0", correlation_id: "run_1", payload: { amount: -1 } });
+    const conflictSeq = (await nats.js.publish("twice.bid_placed", enc.encode(JSON.stringify(other)), { msgID: other.id })).seq;
+
+    const report = await verifyAuditStream(nats.js, { stream: "TWICE" });
+    assert.deepEqual([report.checked, report.events, report.duplicates], [6, 3, 2]);
+    assert.deepEqual(report.bad.map((p) => [p.seq, p.kind, p.id]), [[conflictSeq, "id_conflict", events[0]!.id]]);
+    assert.match(report.bad[0]!.detail, /stored at sequence 1 with other content/);
+    const r = await runCli(["audit", "verify", "--stream", "TWICE"], env);
+    assert.match(r.stdout, /TWICE: checked 6 \(sequences 1–6\), 3 events, 2 repeated event ids skipped, bad 1 — MISMATCH/);
   });
 
   it("leaves no consumer behind", async () => {

@@ -90,6 +90,11 @@ describe("economy end to end", () => {
     for (const t of ["agent_spawned", "credits_minted", "bid_placed", "bid_rejected", "resources_allocated", "credits_burned", "bid_lost"]) assert.ok(types.includes(t), `no ${t} in ${types.join(",")}`);
     const rejected = mine.find((e) => e.type === "bid_rejected")!;
     assert.equal((rejected.payload as { reason: string }).reason, "INSUFFICIENT_FUNDS");
+    // the refused bid is also dead-lettered, with its reason
+    const { listDeadLetters } = await import("../host/deadLetter.ts");
+    const refused = await waitFor("the refused bid's dead letter", async () => (await listDeadLetters(nats.jsm, "DEAD_LETTERS", { prefix: "dlq", fn: "market/placeBid" }))[0]);
+    assert.equal(refused.error?.code, "INSUFFICIENT_FUNDS");
+    assert.equal(JSON.parse(new TextDecoder().decode(refused.data)).resource, "memory");
     const won = mine.find((e) => e.type === "resources_allocated")!;
     assert.equal((won.payload as { agent_id: string }).agent_id, "bob");
     const burned = mine.find((e) => e.type === "credits_burned")!;

@@ -128,6 +128,24 @@ describe("scenario runner", () => {
   });
 
   it("replay re-judges past runs from the AUDIT stream alone, with the same verdicts", async () => {
+    // an event of er001 stored a second time (as after the stream's duplicate window): counted once
+    const burnedOf = async (runId: string) => {
+      const c = await nats.js.consumers.get("AUDIT", { filter_subjects: "economic.credits_burned" });
+      const pending = (await c.info(true)).num_pending;
+      const batch = await c.fetch({ max_messages: pending, expires: 2000 });
+      const found: Record<string, unknown>[] = [];
+      for await (const m of batch) {
+        const env = m.json<Record<string, unknown>>();
+        if (env.correlation_id === runId) found.push(env);
+        if (m.info.pending === 0) break;
+      }
+      return found;
+    };
+    const er001 = reports.get("er001")!;
+    const [burned] = await burnedOf(er001.run_id);
+    assert.ok(burned, "er001 burned credits");
+    await nats.js.publish("economic.credits_burned", JSON.stringify(burned), { msgID: `${burned.id as string}:again` });
+    assert.equal((await burnedOf(er001.run_id)).length, 2, "the stream holds it twice");
     for (const [name, live] of reports) {
       const scenario = name === "broken" ? loadScenario(BROKEN) : loadScenario(name);
       const replayed = await replayScenario(scenario, live.run_id, { natsUrl: nats.url });
@@ -137,6 +155,29 @@ describe("scenario runner", () => {
       assert.deepEqual(replayed.assertions.map((a) => a.observed), live.assertions.map((a) => a.observed), name);
     }
     await assert.rejects(replayScenario(loadScenario("er001"), "er001-nosuchrun", { natsUrl: nats.url }), /no event in AUDIT has correlation_id er001-nosuchrun/);
+  });
+
+  it("the judge counts an event id once: a copy stored twice changes no count, balance or invariant", () => {
+    const scenario = parseScenario({
+      name: "twice",
+      purpose: "x",
+      window_ms: 400,
+      timeout_ms: 1000,
+      setup: { agents: [] },
+      stimuli: [],
+      assertions: [{ kind: "exists", type: "credits_burned", within_ms: 1000, count: { "=": 1 } }, { kind: "invariants" }, { kind: "state", of: "balance", agent: "a", equals: 6 }],
+    });
+    const ev = (seq: number, id: string, type: string, payload: object): RunEvent => ({ seq, type, t: 1000 + seq, env: { id, type, payload } });
+    const burn = { agent_id: "a", amount: 4, bid_id: "1", window_id: 1, balance: 6 };
+    const events = [
+      ev(1, "e1", "agent_spawned", { agent_id: "a", parent_id: null, credits: 10 }),
+      ev(2, "e2", "credits_minted", { agent_id: "a", amount: 10, kind: "genesis", balance: 10 }),
+      ev(3, "e3", "credits_burned", burn),
+      ev(9, "e3", "credits_burned", burn),
+    ];
+    const verdicts = judge({ scenario, events, market: [] });
+    assert.deepEqual(verdicts.map((v) => [v.kind, v.verdict]), [["exists", "pass"], ["invariants", "pass"], ["state", "pass"]], JSON.stringify(verdicts, null, 2));
+    assert.equal(verdicts[0]!.value, 1);
   });
 
   it("scenario files are validated with path: message errors; every shipped one loads", () => {

@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { defineFunction } from "syntropism";
+import { defineFunction, NonRetriableError } from "syntropism";
 import type { KV } from "@nats-io/kv";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { BidBatcher } from "../../economy/bids.ts";
@@ -8,10 +8,12 @@ import { AGENT_STATE, AgentProjector } from "../../economy/projections.ts";
 import { causeOf, database, economyConfig, windowOf } from "../../economy/runtime.ts";
 
 // `nats pub market.bid.agent_1 '{"resource":"cpu","quantity":500,"price":0.002}'` — a bid for this
-// window's auction: price is credits per unit. Accepted → bid_placed (the amount is reserved);
-// refused → bid_rejected with a reason (INSUFFICIENT_FUNDS, UNKNOWN_AGENT, BELOW_MARKET_PRICE …).
-// Bids handled at the same time in one worker are written in one transaction (economy/bids.ts),
-// their events published together; their agents' read models (KV) follow within ~20 ms.
+// window's auction: price is credits per unit. Accepted → bid_placed (the amount is reserved).
+// Refused (INSUFFICIENT_FUNDS, UNKNOWN_AGENT, BELOW_MARKET_PRICE …) → the refusal is recorded and
+// stated as bid_rejected, committed with the group, and then the command is dead-lettered with the
+// reason as its code. Bids handled at the same time in one worker are written in one transaction
+// (economy/bids.ts), each with its own answer: a refused bid fails only its own message. Their
+// events are published together; their agents' read models (KV) follow within ~20 ms.
 const config = economyConfig();
 let out: { js: JetStreamClient; kv: Promise<KV> } | undefined;
 const projector = new AgentProjector(() => out!.kv, database);
@@ -38,6 +40,9 @@ export default defineFunction({
   handler: async (p, ctx) => {
     out ??= { js: ctx.js, kv: ctx.kv(AGENT_STATE) };
     const agentId = ctx.subject.split(".")[2]!;
-    return batcher.place({ cause: causeOf(ctx), input: { agentId, ...p, streamSeq: ctx.seq }, windowId: windowOf(Date.now(), config.windowMs) });
+    const result = await batcher.place({ cause: causeOf(ctx), input: { agentId, ...p, streamSeq: ctx.seq }, windowId: windowOf(Date.now(), config.windowMs) });
+    // a redelivered refusal (its dead letter was not written) finds the recorded one and says it again
+    if (result.status === "rejected") throw new NonRetriableError(result.message, { code: result.reason });
+    return result;
   },
 });
