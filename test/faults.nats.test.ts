@@ -62,7 +62,7 @@ describe("faults: nats-server killed -9 and restarted mid-run", () => {
       waitFor(what, async () => {
         const at = (await query())[0]?.at;
         return at ? at.getTime() - restartedAt : undefined;
-      }, 60_000, 50);
+      }, 120_000, 50);
     const since = new Date(restartedAt);
     const resumeMs = await firstAfter("a bid recorded after the restart", () => db.sql`SELECT min(created_at) AS at FROM bids WHERE created_at > ${since}`);
     const newWorkMs = await firstAfter("a bid published after the restart recorded", () => db.sql`SELECT min(created_at) AS at FROM bids WHERE stream_seq > ${lastSeqAtRestart}`);

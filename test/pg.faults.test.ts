@@ -75,7 +75,13 @@ describe("faults: PostgreSQL restarted, connections dropped, 30 s outage", () =>
     flowing = false;
     await publisher;
 
-    await assertNothingLost(pg.sql, nats.jsm, { idPrefix: "pf-bid", acked });
+    await assertNothingLost(pg.sql, nats.jsm, { idPrefix: "pf-bid", acked }).catch(async (err) => {
+      const open = await pg.sql`SELECT window_id, count(*)::int AS n FROM bids WHERE status = 'open' GROUP BY 1 ORDER BY 1`;
+      const win = await pg.sql`SELECT max(window_id) AS w, count(*)::int AS n FROM market_windows`;
+      console.log("open bids by window", JSON.stringify(open), "cleared windows", JSON.stringify(win), "current window", Math.floor(Date.now() / 2000));
+      for (const l of host.logs().filter((l) => /clearAuction|tick|relay/i.test(String(l.fn)) && l.level !== "info")) console.log(JSON.stringify(l).slice(0, 400));
+      throw err;
+    });
     assert.deepEqual(host.logs().filter((l) => l.msg === "worker died; restarting"), [], "a worker exited");
     const deferred = host.logs().filter((l) => l.msg === "handler failed; retrying").length;
     console.log(`bids ${acked.size}; first bid committed after the database was back: ${JSON.stringify(resumed)} ms; retry log lines ${deferred}`);
