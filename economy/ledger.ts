@@ -71,7 +71,8 @@ function checkAgentId(agentId: unknown, what = "agent id"): string {
   return agentId;
 }
 
-const isPool = (db: Db): db is postgres.Sql<any> => typeof (db as { begin?: unknown }).begin === "function";
+// a transaction has savepoint() (and, since postgres 4, begin() too); only a pool lacks it
+const isPool = (db: Db): db is postgres.Sql<any> => typeof (db as { savepoint?: unknown }).savepoint !== "function";
 
 export type TransactionOptions = {
   /** Runs of the transaction in all (default 5). */

@@ -103,7 +103,10 @@ describe("lock order", () => {
     };
 
     const workers = [...Array.from({ length: 6 }, (_, i) => bidder(i)), ...Array.from({ length: 6 }, payer), clearer(1), clearer(2)];
-    await new Promise((r) => setTimeout(r, 4000));
+    // at least 4 s, and on until each kind has run often enough to meet (a busy machine is slower)
+    const started = Date.now();
+    const enough = () => counts.clearings >= 3 && counts.winners >= 10 && counts.bids >= 100 && counts.transfers >= 100;
+    while (Date.now() - started < 4000 || (!enough() && Date.now() - started < 30_000)) await new Promise((r) => setTimeout(r, 100));
     done = true;
     await Promise.all(workers);
     // what is left open clears with one last window

@@ -32,6 +32,8 @@ export function acceptableBid(i: number): string {
 export type Published = {
   /** msg ids the server acknowledged (stored in the stream). */
   acked: Set<string>;
+  /** When each was acknowledged (Date.now()). */
+  ackedAt: Map<string, number>;
   /** Publishes that failed (the server was away); with `retry`, each was tried again until acked. */
   failures: number;
 };
@@ -46,6 +48,7 @@ export async function publishBids(
   opts: { count: number; agents: string[]; idPrefix: string; retry?: boolean; window?: number; onProgress?: (sent: number) => void | Promise<void> },
 ): Promise<Published> {
   const acked = new Set<string>();
+  const ackedAt = new Map<string, number>();
   let failures = 0;
   const window = opts.window ?? 256;
   const one = async (i: number) => {
@@ -54,6 +57,7 @@ export async function publishBids(
       try {
         await js.publish(`market.bid.${opts.agents[i % opts.agents.length]}`, acceptableBid(i), { msgID: id, timeout: 5000 });
         acked.add(id);
+        ackedAt.set(id, Date.now());
         return;
       } catch {
         failures++;
@@ -66,7 +70,7 @@ export async function publishBids(
     await Promise.all(Array.from({ length: Math.min(window, opts.count - i) }, (_, k) => one(i + k)));
     await opts.onProgress?.(Math.min(opts.count, i + window));
   }
-  return { acked, failures };
+  return { acked, ackedAt, failures };
 }
 
 export async function bidsRecorded(sql: Sql, idPrefix: string): Promise<number> {
