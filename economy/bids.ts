@@ -1,5 +1,6 @@
 import type { Sql } from "./db.ts";
 import { recordCaused, type Cause, type EventInput, type Recorded } from "./events.ts";
+import { CLEARING_LOCK } from "./clearing.ts";
 import { agentAccount, inTransaction, lockAccounts } from "./ledger.ts";
 import { formatCredits, toCredits, toMicro } from "./money.ts";
 import type { Resource } from "./auction.ts";
@@ -33,6 +34,13 @@ type Prior = { source_msg_id: string; id: bigint; status: string; reason: string
 /** Places a group of bids in one transaction; results in the order of `requests`. */
 export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Recorded[]): Promise<BidResult[]> {
   return inTransaction(sql, async (tx) => {
+    // the clearing lock, shared: bid groups run side by side but never beside a clearing, so a bid
+    // for a window that was cleared meanwhile (its handler started before the tick) is seen to be
+    // late here and joins the next window instead of landing in one that will never clear again
+    await tx`SELECT pg_advisory_xact_lock_shared(${CLEARING_LOCK.toString()}::bigint)`;
+    const [cleared] = await tx<{ window_id: bigint | null }[]>`SELECT max(window_id) AS window_id FROM market_windows`;
+    const nextOpen = cleared?.window_id == null ? -Infinity : Number(cleared.window_id) + 1;
+    requests = requests.map((r) => (r.windowId < nextOpen ? { ...r, windowId: nextOpen } : r));
     // the agents' accounts first (the lock order, economy/ledger.ts lockAccounts): a command's
     // agent is in its subject, so a redelivery handled by another worker at the same moment waits
     // here and then finds the first one's row below

@@ -38,7 +38,8 @@ export type WindowClock = {
 
 export const MAX_TICK_AGE_MS = 3_600_000;
 export const TICK_SKEW_MS = 1_000;
-const CLEARING_LOCK = 0x636c_6561_7269_6e67n; // "clearing"
+/** Held exclusively by a clearing, shared by bid groups (economy/bids.ts): they never overlap. */
+export const CLEARING_LOCK = 0x636c_6561_7269_6e67n; // "clearing"
 
 /**
  * How long until `windowId` has closed by the window clock: 0 when it has. Refuses what is no

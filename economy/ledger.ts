@@ -114,7 +114,8 @@ export async function inTransaction<T>(db: Db, fn: (tx: postgres.TransactionSql<
  * The economy's lock order, which every transaction follows so that none can wait in a cycle
  * (docs/economy.md, "Lock order"):
  *
- *   1. the clearing lock (an advisory lock only a clearing takes: one clearing at a time);
+ *   1. the clearing lock (an advisory lock: exclusive for a clearing, so one runs at a time; shared
+ *      for a group of bids, which therefore never runs beside a clearing);
  *   2. accounts, all that the transaction will touch, in one statement through this function —
  *      a later call for a subset of them (a movement inside a clearing) finds them held;
  *   3. bids, FOR UPDATE only of the agents whose accounts are held;

@@ -73,4 +73,19 @@ describe("placing a group of bids", () => {
     assert.equal([first.duplicate, second.duplicate].filter(Boolean).length, 1);
     assert.equal((await db.sql`SELECT 1 FROM bids WHERE source_msg_id = 'b-race'`).length, 1);
   });
+
+  it("a bid for a window cleared while it was handled joins the next open window", async () => {
+    const { clearMarketWindow } = await import("../economy/clearing.ts");
+    await clearMarketWindow(db.sql, cause("late-tick-40"), 40);
+    const [late] = await placeBids(db.sql, [{ ...bid("b-late", "g1", "cpu", 10, 0.01), windowId: 38 }]);
+    assert.equal(late!.status, "placed");
+    assert.equal((late as { windowId: number }).windowId, 41);
+    const [row] = await db.sql<{ window_id: bigint }[]>`SELECT window_id FROM bids WHERE source_msg_id = 'b-late'`;
+    assert.equal(Number(row!.window_id), 41);
+    // and the next clearing takes it
+    const r = await clearMarketWindow(db.sql, cause("late-tick-41"), 41);
+    assert.ok(r.winners + r.losers >= 1);
+    const [after41] = await db.sql<{ status: string }[]>`SELECT status FROM bids WHERE source_msg_id = 'b-late'`;
+    assert.notEqual(after41!.status, "open");
+  });
 });
