@@ -75,7 +75,7 @@ describe("economy end to end", () => {
       const all = await auditEvents(nats);
       const ok = all.some((e) => e.type === "resources_allocated") && all.some((e) => e.type === "bid_lost") && all.some((e) => e.type === "price_update" && (e.payload as { demand: number }).demand > 0);
       return ok ? all : undefined;
-    }, 15_000).catch(async (err) => {
+    }, 45_000).catch(async (err) => {
       const bids = await db.sql`SELECT agent_id, status, reason, window_id FROM bids`;
       const windows = await db.sql`SELECT window_id, summary FROM market_windows ORDER BY window_id DESC LIMIT 3`;
       const types = (await auditEvents(nats)).map((e) => e.type).join(",");

@@ -72,6 +72,11 @@ describe("faults: nats-server killed -9 and restarted mid-run", () => {
     assert.equal(host.logs().filter((l) => l.msg === "worker died; restarting").length, 0, "a worker exited");
     const t = (l: Record<string, unknown>) => Date.parse(String(l.time)) - restartedAt;
     for (const l of host.logs().filter((l) => /pull failed|recovered|recreated|NATS connection/.test(String(l.msg)))) console.log(`${t(l)} ms ${l.fn ?? ""} ${l.msg}`);
+    if (process.env.FAULT_DIAG) {
+      const hist = await db.sql<{ s: number; n: bigint }[]>`SELECT floor(extract(epoch FROM created_at) - ${restartedAt / 1000})::int AS s, count(*)::bigint AS n FROM bids GROUP BY 1 ORDER BY 1`;
+      console.log("commits per second from the restart:", hist.map((h) => `${h.s}:${h.n}`).join(" "));
+      for (const l of host.logs().filter((l) => l.level !== "info" && l.level !== "debug").slice(0, 40)) console.log(`${t(l)} ms ${JSON.stringify(l).slice(0, 300)}`);
+    }
     console.log(`acknowledged ${run.acked.size}/${BIDS} (failed publishes while down: ${run.failures}); processing resumed ${resumeMs} ms after the server was back, the first bid published after it was recorded at ${newWorkMs} ms`);
     assert.equal((await host.stop("SIGTERM")).code, 0);
   });

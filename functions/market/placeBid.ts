@@ -18,12 +18,24 @@ const config = economyConfig();
 let out: { js: JetStreamClient; kv: Promise<KV> } | undefined;
 const projector = new AgentProjector(() => out!.kv, database);
 const batcher = new BidBatcher(database);
+// The group's events are committed in the outbox with its bids: publishing them now is the fast
+// path, not a condition of the bids' success. It runs beside the next group (a slow or failed
+// publish — NATS restarting — holds no bid back), at most PUBLISHING groups at a time; what it
+// does not publish the outbox relay does within ~1.5 s (functions/economy/relayOutbox.ts).
+const PUBLISHING = 4;
+let publishing = 0;
 batcher.afterCommit = async (sql, group, results, recorded) => {
-  await publishRecorded(out!.js, sql, recorded);
+  projector.mark(group.filter((_g, i) => (results[i] as { reason?: string }).reason !== "UNKNOWN_AGENT").map((g) => g.input.agentId));
+  if (publishing >= PUBLISHING) return;
+  publishing++;
   // duplicates (redeliveries) may have events a crashed worker never published
   const repeats = group.filter((_g, i) => results[i]!.duplicate).map((g) => g.cause.sourceMsgId);
-  if (repeats.length) await flushEvents(out!.js, sql, repeats);
-  projector.mark(group.filter((_g, i) => (results[i] as { reason?: string }).reason !== "UNKNOWN_AGENT").map((g) => g.input.agentId));
+  void (async () => {
+    await publishRecorded(out!.js, sql, recorded);
+    if (repeats.length) await flushEvents(out!.js, sql, repeats);
+  })()
+    .catch(() => {}) // left to the relay
+    .finally(() => publishing--);
 };
 
 export default defineFunction({
