@@ -365,7 +365,7 @@ async function dlq(sub: string | undefined, args: string[], flags: Flags): Promi
         else if (!list.length) out("No dead letters.");
         else {
           out(table(["SEQ", "TIME", "FUNCTION", "REASON", "ATTEMPTS", "SOURCE", "ERROR"], list.map((d) => [
-            String(d.seq), d.time, d.fn, d.reason, String(d.attempts), `${d.stream ?? ""}:${d.sourceSeq ?? ""} ${d.subject}`, (d.error?.message ?? "").slice(0, 60),
+            String(d.seq), d.time, d.fn, d.reason, String(d.attempts), `${d.stream ?? ""}:${d.sourceSeq ?? ""} ${d.subject}`, (d.error?.message ?? "").slice(0, 120),
           ])));
         }
         return 0;

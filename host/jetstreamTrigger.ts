@@ -286,7 +286,7 @@ export class JetStreamTrigger {
       try {
         idemKey = fn.def.idempotencyKey(payload, info);
       } catch (err) {
-        return { kind: "dead", reason: ErrorCode.NonRetriable, error: serializeError(err) };
+        return { kind: "dead", reason: refusalReason(serializeError(err)), error: serializeError(err) };
       }
       if (idemKey !== undefined && (await this.#deps.runs.isDone(fn.id, idemKey))) {
         delivery.log.info({}, "already completed; acknowledged without running");
@@ -300,7 +300,7 @@ export class JetStreamTrigger {
       try {
         key = rl.key ? String(rl.key(payload, info)) : "_";
       } catch (err) {
-        return { kind: "dead", reason: ErrorCode.NonRetriable, error: serializeError(err) };
+        return { kind: "dead", reason: refusalReason(serializeError(err)), error: serializeError(err) };
       }
       const horizon = Math.min(fn.ackWaitMs, 5000);
       const r = await this.#deps.limiter.reserve(fn.id, key, rl, horizon);
@@ -388,9 +388,9 @@ export class JetStreamTrigger {
     if (thrown instanceof ShutdownAbort) return { kind: "defer", delayMs: 0, why: "shutdown" };
     if (isStreamFull(thrown)) return { kind: "defer", delayMs: this.#deps.backpressure.options.pauseMs * 5, why: "stream full" };
     fn.stats.lastError = `${error.code}: ${error.message}`;
-    if (isNonRetriable(thrown)) return { kind: "dead", reason: ErrorCode.NonRetriable, error };
+    if (isNonRetriable(thrown)) return { kind: "dead", reason: refusalReason(error), error };
     const verdict = classify(this.#deps.classifyError, thrown);
-    if (verdict === "non-retriable") return { kind: "dead", reason: ErrorCode.NonRetriable, error };
+    if (verdict === "non-retriable") return { kind: "dead", reason: refusalReason(error), error };
     // a dependency is down: wait for it with backoff, without spending the message's attempts
     if (verdict === "transient") {
       // capped low: when the dependency is back, work should resume within seconds, not minutes
@@ -488,4 +488,14 @@ export class JetStreamTrigger {
       await within(Promise.allSettled([...this.#held]), 2000);
     }
   }
+}
+
+/**
+ * The reason a message that can never succeed is dead-lettered under: the error's own code when it
+ * has one (`INSUFFICIENT_FUNDS`, SQLSTATE `22021` …), so that `host dlq ls` says why; otherwise
+ * HOST_ERR_NON_RETRIABLE.
+ */
+export function refusalReason(error: SerializedError): string {
+  const code = error.code;
+  return code && !code.startsWith("HOST_ERR_") ? code : ErrorCode.NonRetriable;
 }

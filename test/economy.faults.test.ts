@@ -77,9 +77,9 @@ describe("economy faults", () => {
     });
     const byMsgId = (d: DeadLetter[]) => Object.fromEntries(d.map((x) => [x.msgId, [x.reason, x.error?.code, x.attempts]]));
     assert.deepEqual(byMsgId(letters), {
-      "bid-poor": ["HOST_ERR_NON_RETRIABLE", "INSUFFICIENT_FUNDS", 1],
-      "bid-huge": ["HOST_ERR_NON_RETRIABLE", "INVALID_BID", 1],
-      "bid-nobody": ["HOST_ERR_NON_RETRIABLE", "UNKNOWN_AGENT", 1],
+      "bid-poor": ["INSUFFICIENT_FUNDS", "INSUFFICIENT_FUNDS", 1],
+      "bid-huge": ["INVALID_BID", "INVALID_BID", 1],
+      "bid-nobody": ["UNKNOWN_AGENT", "UNKNOWN_AGENT", 1],
     });
     assert.match(letters.find((x) => x.msgId === "bid-poor")!.error!.message, /bid of 10 credits; 1 available/);
 

@@ -78,10 +78,7 @@ export async function bidsRecorded(sql: Sql, idPrefix: string): Promise<number> 
   return Number(r!.n);
 }
 
-/**
- * Messages in DEAD_LETTERS (those whose source msg id starts with `msgIdPrefix`), by reason; a
- * non-retriable error counts as `HOST_ERR_NON_RETRIABLE:<its code>`.
- */
+/** Messages in DEAD_LETTERS (those whose source msg id starts with `msgIdPrefix`), by reason. */
 export async function deadLettersByReason(jsm: JetStreamManager, msgIdPrefix = ""): Promise<Record<string, number>> {
   const info = await jsm.streams.info("DEAD_LETTERS").catch(() => undefined);
   if (!info || info.state.messages === 0) return {};
@@ -98,9 +95,7 @@ export async function deadLettersByReason(jsm: JetStreamManager, msgIdPrefix = "
       if (done) break;
       continue;
     }
-    let reason = m.headers?.get("Syntropism-Dlq-Reason") || "(no reason)";
-    // a classified refusal: its own code says why
-    if (reason === "HOST_ERR_NON_RETRIABLE") reason += `:${(JSON.parse(m.headers?.get("Syntropism-Dlq-Error") || "{}") as { code?: string }).code}`;
+    const reason = m.headers?.get("Syntropism-Dlq-Reason") || "(no reason)";
     out[reason] = (out[reason] ?? 0) + 1;
     samples[reason] ??= m.headers?.get("Syntropism-Dlq-Error") ?? "";
     if (done) break;
