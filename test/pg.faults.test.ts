@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { startRestartablePostgres, type RestartablePostgres } from "./helpers/pg.ts";
 import { runCli, startCli, waitFor } from "./helpers/host.ts";
-import { acceptableBid, assertNothingLost, seedAgents } from "./helpers/chaos.ts";
+import { acceptableBid, assertNothingLost, firstBidCommittedAfter, seedAgents } from "./helpers/chaos.ts";
 import { closeDatabase, database } from "../economy/runtime.ts";
 import { isConnectionError } from "../economy/errors.ts";
 
@@ -66,13 +66,7 @@ describe("faults: PostgreSQL restarted, connections dropped, 30 s outage", () =>
       }
     })();
 
-    const firstCommitAfter = async (backAt: number) => {
-      const since = new Date(backAt);
-      return waitFor("a bid committed after the database came back", async () => {
-        const [r] = await pg.sql<{ at: Date | null }[]>`SELECT min(created_at) AS at FROM bids WHERE created_at > ${since}`;
-        return r?.at ? r.at.getTime() - backAt : undefined;
-      }, 120_000, 50);
-    };
+    const firstCommitAfter = (backAt: number) => firstBidCommittedAfter(pg.sql, backAt);
     const resumed: Record<string, number> = {};
 
     await sleep(1500);
