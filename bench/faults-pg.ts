@@ -115,7 +115,8 @@ export async function faultsPg(o: Options): Promise<BenchResult> {
 
     for (const [i, f] of faults.entries()) {
       if (i > 0) await sleep(SETTLE_MS);
-      const before = { acked: flow.acked.size, died: countLogs(host, died), deferred: await deferrals(nats) };
+      const deferredBefore = await deferrals(nats);
+      const before = { acked: flow.acked.size, died: countLogs(host, died) };
       const t0 = performance.now();
       log(`faults-pg: ${f.fault}${o.pgRounds > 1 && f.round ? ` #${f.round}` : ""}`);
       await f.run(pg);
@@ -124,7 +125,7 @@ export async function faultsPg(o: Options): Promise<BenchResult> {
       const backlog = flow.acked.size;
       const firstMs = await firstBidCommittedAfter(pg.sql, backAt);
       const drainedMs = await waitFor("the backlog recorded", async () => ((await bidsRecorded(pg.sql, ID_PREFIX)) >= backlog ? Date.now() - backAt : undefined), 300_000, 100);
-      const deferred = (await deferrals(nats)) - before.deferred;
+      const deferred = (await deferrals(nats)) - deferredBefore;
       const workersDied = countLogs(host, died) - before.died;
       const during = backlog - before.acked;
       rows.push([f.fault, f.round, round(downS, 1), during, firstMs, drainedMs, deferred, workersDied]);

@@ -34,7 +34,7 @@ const SPECS = {
   // faults-pg
   "pg-outages": { default: "30,60", help: "seconds PostgreSQL stays stopped, one outage each", bench: "faults-pg" },
   "pg-rounds": { default: "3", help: "times each short fault (restart, crash, dropped connections) is repeated", bench: "faults-pg" },
-  "pg-rate": { default: "300", help: "bids per second published throughout", bench: "faults-pg" },
+  "pg-rate": { default: "150", help: "bids per second published throughout (below what clearing sustains)", bench: "faults-pg" },
   "pg-workers": { default: "2", help: "host worker processes", bench: "faults-pg" },
   "pg-max-resume-ms": { default: "2000", help: "target: first bid committed within this many ms of the database's return", bench: "faults-pg" },
   // all
