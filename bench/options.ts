@@ -3,8 +3,10 @@ import { parseArgs } from "node:util";
 // Every option is a flag and an environment variable: `--max-lag 50` or BENCH_MAX_LAG=50.
 // A flag wins over the environment, which wins over the default.
 
-export const BENCHMARKS = ["pingpong", "throughput", "latency", "bids"] as const;
+export const BENCHMARKS = ["pingpong", "throughput", "latency", "bids", "faults-pg"] as const;
 export type BenchName = (typeof BENCHMARKS)[number];
+/** Run only when named: they take minutes and measure recovery, not speed. */
+export const OPT_IN: readonly BenchName[] = ["faults-pg"];
 
 type Spec = { default: string; help: string; bench?: BenchName };
 
@@ -29,6 +31,12 @@ const SPECS = {
   bids: { default: "10000", help: "bids pre-published per variant (publish → ledger commit → event)", bench: "bids" },
   "bid-workers": { default: "1,2", help: "host worker counts to run the economy with", bench: "bids" },
   "min-bids": { default: "5000", help: "target: bids per second end to end", bench: "bids" },
+  // faults-pg
+  "pg-outages": { default: "30,60", help: "seconds PostgreSQL stays stopped, one outage each", bench: "faults-pg" },
+  "pg-rounds": { default: "3", help: "times each short fault (restart, crash, dropped connections) is repeated", bench: "faults-pg" },
+  "pg-rate": { default: "150", help: "bids per second published throughout (below what clearing sustains)", bench: "faults-pg" },
+  "pg-workers": { default: "2", help: "host worker processes", bench: "faults-pg" },
+  "pg-max-resume-ms": { default: "2000", help: "target: first bid committed within this many ms of the database's return", bench: "faults-pg" },
   // all
   "host-concurrency": { default: "", help: "concurrency of the bench functions (default: the host's, 8)" },
   profile: { default: "", help: "directory for --cpu-prof profiles of the host processes" },
@@ -55,6 +63,11 @@ export type Options = {
   bids: number;
   bidWorkers: number[];
   minBids: number;
+  pgOutages: number[];
+  pgRounds: number;
+  pgRate: number;
+  pgWorkers: number;
+  pgMaxResumeMs: number;
   hostConcurrency?: number;
   profile?: string;
 };
@@ -63,14 +76,14 @@ export const envName = (name: string) => `BENCH_${name.toUpperCase().replace(/-/
 
 export function usage(): string {
   const lines = [
-    "Usage: npm run bench -- [pingpong] [throughput] [latency] [bids] [--gate] [options]",
+    "Usage: npm run bench -- [pingpong] [throughput] [latency] [bids] [faults-pg] [--gate] [options]",
     "",
-    "No names runs all four. --gate exits 1 when a target is missed.",
+    `No names runs all but ${OPT_IN.join(", ")} (run only when named). --gate exits 1 when a target is missed.`,
     "",
     "Options (flag / environment variable / default):",
   ];
   for (const [name, s] of Object.entries(SPECS) as [string, Spec][]) {
-    lines.push(`  --${name.padEnd(13)} ${envName(name).padEnd(20)} ${(s.default || '""').padEnd(22)} ${s.bench ? `[${s.bench}] ` : ""}${s.help}`);
+    lines.push(`  --${name.padEnd(16)} ${envName(name).padEnd(23)} ${(s.default || '""').padEnd(22)} ${s.bench ? `[${s.bench}] ` : ""}${s.help}`);
   }
   return lines.join("\n");
 }
@@ -95,7 +108,7 @@ export function parseOptions(argv: string[], env = process.env): Options | "help
   };
   const list = (name: OptionName) => raw(name).split(",").map((s) => s.trim()).filter(Boolean);
   for (const p of positionals) if (!(BENCHMARKS as readonly string[]).includes(p)) throw new UsageError(`unknown benchmark "${p}" (choose from ${BENCHMARKS.join(", ")})`);
-  const benchmarks = BENCHMARKS.filter((b) => positionals.length === 0 || positionals.includes(b));
+  const benchmarks = BENCHMARKS.filter((b) => (positionals.length === 0 ? !OPT_IN.includes(b) : positionals.includes(b)));
   const variants = list("variants");
   for (const v of variants) if (!/^(raw|inprocess|workers[1-9][0-9]*)$/.test(v)) throw new UsageError(`unknown throughput variant "${v}"`);
   const rates = list("rates").map(Number);
@@ -119,6 +132,15 @@ export function parseOptions(argv: string[], env = process.env): Options | "help
     bids: num("bids", 1),
     bidWorkers: list("bid-workers").map(Number),
     minBids: num("min-bids", 0, false),
+    pgOutages: list("pg-outages").map((x) => {
+      const n = Number(x);
+      if (!Number.isFinite(n) || n < 0) throw new UsageError(`--pg-outages must be seconds ≥ 0, got ${raw("pg-outages")}`);
+      return n;
+    }),
+    pgRounds: num("pg-rounds", 0),
+    pgRate: num("pg-rate", 1),
+    pgWorkers: num("pg-workers", 1),
+    pgMaxResumeMs: num("pg-max-resume-ms", 0),
     hostConcurrency: raw("host-concurrency") ? num("host-concurrency", 1) : undefined,
     profile: raw("profile") || undefined,
   };

@@ -4,7 +4,7 @@ import { Header } from "../host/headers.ts";
 import { resolve } from "node:path";
 import { connect, DEFAULT_DATA_DIR, migrate, type Sql } from "./db.ts";
 import { effectiveDataDir, runningCluster } from "./embeddedPostgres.ts";
-import { EconomyError, EconomyErrorCode } from "./errors.ts";
+import { EconomyError, EconomyErrorCode, isConnectionError } from "./errors.ts";
 import type { Cause } from "./events.ts";
 import { RESOURCES, type Resource } from "./auction.ts";
 import { toMicro } from "./money.ts";
@@ -36,25 +36,52 @@ export function economyConfig(env: NodeJS.ProcessEnv = process.env): EconomyConf
 }
 
 let shared: Promise<Sql> | undefined;
+/** Whether `shared` failed, how many first connections failed in a row, when the next may start. */
+let failed = false;
+let failures = 0;
+let retryAt = 0;
 
-/** The worker's pool, migrated and with the market seeded (first use only). */
+/** Pause after `n` failed first connections in a row: short while the server is only down. */
+function retryDelayMs(n: number, err: unknown): number {
+  // a lost server comes back by itself: try again within a second of it; anything else (a
+  // refused password, a migration that does not apply) needs a person, so do not hammer it
+  const cap = isConnectionError(err) ? 1000 : 30_000;
+  return Math.min(cap, 100 * 2 ** Math.min(n - 1, 10));
+}
+
+/**
+ * The worker's pool, migrated and with the market seeded (first use only). While the first
+ * connection fails (the database is down as the worker starts), calls within the backoff share the
+ * failure — a connection error, which the host defers without spending attempts — and the first
+ * call after it opens a fresh pool and tries again.
+ */
 export function database(): Promise<Sql> {
-  shared ??= (async () => {
+  if (shared && (!failed || Date.now() < retryAt)) return shared;
+  const attempt = (async () => {
     const sql = connect(databaseUrl(), { max: Number(process.env.ECONOMY_DB_POOL ?? 10), applicationName: "syntropism-economy" });
     try {
       await migrate(sql);
       await seedMarket(sql, economyConfig().market);
       return sql;
     } catch (err) {
-      // the database may be down: the next call opens a fresh pool and tries again
       await sql.end({ timeout: 1 }).catch(() => {});
       throw err;
     }
-  })().catch((err) => {
-    shared = undefined;
-    throw err;
-  });
-  return shared;
+  })();
+  shared = attempt;
+  failed = false;
+  attempt.then(
+    () => {
+      if (shared === attempt) failures = 0;
+    },
+    (err) => {
+      if (shared !== attempt) return;
+      failed = true;
+      failures++;
+      retryAt = Date.now() + retryDelayMs(failures, err);
+    },
+  );
+  return attempt;
 }
 
 /** DATABASE_URL, else the embedded cluster `npm start` runs in .data/pg. */
@@ -72,7 +99,10 @@ export function databaseUrl(): string {
 export async function closeDatabase(): Promise<void> {
   const p = shared;
   shared = undefined;
-  if (p) await (await p).end({ timeout: 5 }).catch(() => {});
+  failed = false;
+  failures = 0;
+  const sql = await p?.catch(() => undefined);
+  await sql?.end({ timeout: 5 }).catch(() => {});
 }
 
 export async function seedMarket(sql: Sql, market: MarketDefaults): Promise<void> {

@@ -223,7 +223,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
-    installProcessPolicy(wlog, { onFatal: () => stop("uncaught exception", 1) });
+    installProcessPolicy(wlog, { onFatal: () => stop("uncaught exception", 1), classifyError: config.classifyError });
     // the supervisor went away: nobody will restart us or forward signals, so stop cleanly
     process.on("disconnect", () => stop("supervisor gone"));
   });

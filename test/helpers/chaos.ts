@@ -78,6 +78,18 @@ export async function bidsRecorded(sql: Sql, idPrefix: string): Promise<number> 
   return Number(r!.n);
 }
 
+/**
+ * Milliseconds from `since` (Date.now() when a database came back) until a bid recorded after it
+ * is seen committed; polled every `everyMs`, so an upper bound by at most that much.
+ */
+export async function firstBidCommittedAfter(sql: Sql, since: number, timeoutMs = 120_000, everyMs = 20): Promise<number> {
+  const after = new Date(since);
+  return waitFor("a bid committed after the database came back", async () => {
+    const [r] = await sql<{ any: boolean }[]>`SELECT EXISTS (SELECT 1 FROM bids WHERE created_at > ${after}) AS any`;
+    return r?.any ? Date.now() - since : undefined;
+  }, timeoutMs, everyMs);
+}
+
 /** Messages in DEAD_LETTERS (those whose source msg id starts with `msgIdPrefix`), by reason. */
 export async function deadLettersByReason(jsm: JetStreamManager, msgIdPrefix = ""): Promise<Record<string, number>> {
   const info = await jsm.streams.info("DEAD_LETTERS").catch(() => undefined);

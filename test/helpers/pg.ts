@@ -125,28 +125,37 @@ export function testDatabaseFactory(scope: Hooks): { create(options?: { max?: nu
 }
 
 /**
- * A PostgreSQL of its own that a fault test can restart, stop for a while, or whose connections it
- * can terminate — on the same port and data directory, so clients find it again. Migrated; `sql`
- * is a pool of the test's own (it rides out the faults like any client).
+ * A PostgreSQL of its own that a fault test can restart, stop for a while, crash, or whose
+ * connections it can terminate — on the same port and data directory, so clients find it again.
+ * Migrated; `sql` is a pool of the test's own (it rides out the faults like any client).
  */
 export type RestartablePostgres = {
   url: string;
+  port: number;
   sql: Sql;
-  /** Fast shutdown (active transactions roll back). */
-  stop(): Promise<void>;
-  /** Starts it again on the same port and data. */
+  /**
+   * `fast` (default): active transactions roll back, the server shuts down cleanly.
+   * `immediate`: the server quits at once, like a crash; the next start runs crash recovery.
+   */
+  stop(mode?: "fast" | "immediate"): Promise<void>;
+  /** Starts it again on the same port and data; resolves when it accepts connections. */
   start(): Promise<void>;
   /** stop, then start. */
-  restart(): Promise<void>;
-  /** pg_terminate_backend on every other connection: each client sees its connection dropped. */
+  restart(mode?: "fast" | "immediate"): Promise<void>;
+  /** stop for `ms`, then start; resolves when it accepts connections again. */
+  outage(ms: number): Promise<void>;
+  /** pg_terminate_backend on every other client connection: each client sees its connection dropped. */
   terminateConnections(): Promise<number>;
+  /** The current server process's output (for failure dumps). */
+  output(): string;
 };
 
-export async function startRestartablePostgres(scope: Hooks): Promise<RestartablePostgres> {
+export async function startRestartablePostgres(scope: Hooks, options: { settings?: Record<string, string | number | boolean> } = {}): Promise<RestartablePostgres> {
   const dir = mkdtempSync(join(tmpdir(), "syntropism-pg-faults-"));
   chmodSync(dir, 0o755);
   const dataDir = join(dir, "data");
-  let server = await startEmbeddedPostgres({ dataDir, ephemeral: true, settings: { max_connections: 200 } });
+  const settings = { max_connections: 200, ...options.settings };
+  let server = await startEmbeddedPostgres({ dataDir, ephemeral: true, settings });
   const port = server.port;
   const url = server.url;
   const sql = connect(url, { max: 4, applicationName: "syntropism-test" });
@@ -156,24 +165,40 @@ export async function startRestartablePostgres(scope: Hooks): Promise<Restartabl
     await server.stop();
     rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
   });
+  const stop = async (mode: "fast" | "immediate" = "fast") => {
+    if (mode === "fast") return server.stop();
+    const child = server.process;
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    // SIGQUIT is PostgreSQL's immediate shutdown: no checkpoint, backends killed, recovery on start
+    child.kill("SIGQUIT");
+    await exited;
+  };
   const start = async () => {
+    // the port was just released, or the last backends of a crashed server are still exiting
     for (let i = 0; ; i++) {
       try {
-        server = await startEmbeddedPostgres({ dataDir, port, ephemeral: true, settings: { max_connections: 200 } });
+        server = await startEmbeddedPostgres({ dataDir, port, ephemeral: true, settings });
         return;
       } catch (err) {
-        if (i >= 20) throw err;
+        if (i >= 40) throw err;
         await new Promise((r) => setTimeout(r, 250));
       }
     }
   };
   return {
     url,
+    port,
     sql,
-    stop: () => server.stop(),
+    stop,
     start,
-    async restart() {
-      await server.stop();
+    async restart(mode) {
+      await stop(mode);
+      await start();
+    },
+    async outage(ms) {
+      await stop();
+      await new Promise((r) => setTimeout(r, ms));
       await start();
     },
     async terminateConnections() {
@@ -182,5 +207,6 @@ export async function startRestartablePostgres(scope: Hooks): Promise<Restartabl
         return rows[0]!.n;
       });
     },
+    output: () => server.output(),
   };
 }
