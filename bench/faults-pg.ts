@@ -24,6 +24,7 @@ type Fault = { fault: string; round: number; run: (pg: RestartablePostgres) => P
 /** Bids published at a steady rate, each retried with the same msg id until the server acknowledges it. */
 function startFlow(nats: BenchServer, agents: string[], perSecond: number) {
   const acked = new Set<string>();
+  const ackedAt = new Map<string, number>();
   let sent = 0;
   let flowing = true;
   const tickMs = 100;
@@ -34,6 +35,7 @@ function startFlow(nats: BenchServer, agents: string[], perSecond: number) {
       try {
         await nats.js.publish(`market.bid.${agents[i % agents.length]}`, acceptableBid(i), { msgID: id, timeout: 5000 });
         acked.add(id);
+        ackedAt.set(id, Date.now());
         return;
       } catch {
         await sleep(100);
@@ -53,6 +55,7 @@ function startFlow(nats: BenchServer, agents: string[], perSecond: number) {
   })();
   return {
     acked,
+    ackedAt,
     async stop() {
       flowing = false;
       await running;
@@ -113,8 +116,11 @@ export async function faultsPg(o: Options): Promise<BenchResult> {
     for (let r = 1; r <= o.pgRounds; r++) faults.push({ fault: "every connection terminated", round: r, run: async (p) => void (await p.terminateConnections()) });
     for (const s of o.pgOutages) faults.push({ fault: `stopped for ${s} s`, round: 1, run: (p) => p.outage(s * 1000) });
 
+    // when each fault began (Date.now()), to say in which one a missing bid was acknowledged
+    const began: { label: string; at: number }[] = [{ label: faults[0]!.fault, at: Date.now() - (performance.now() - downSince) }];
     for (const [i, f] of faults.entries()) {
       if (i > 0) await sleep(SETTLE_MS);
+      if (i > 0) began.push({ label: `${f.fault} #${f.round}`, at: Date.now() });
       const deferredBefore = await deferrals(nats);
       const before = { acked: flow.acked.size, died: countLogs(host, died) };
       const t0 = performance.now();
@@ -140,7 +146,17 @@ export async function faultsPg(o: Options): Promise<BenchResult> {
     const recorded = await pg.sql<{ id: string; n: number }[]>`
       SELECT source_msg_id AS id, count(*)::int AS n FROM bids WHERE source_msg_id LIKE ${`${ID_PREFIX}-%`} GROUP BY 1`;
     const seen = new Set(recorded.map((r) => r.id));
-    const missing = [...acked].filter((id) => !seen.has(id)).length;
+    const missingIds = [...acked].filter((id) => !seen.has(id));
+    const missing = missingIds.length;
+    // by the fault during or after which each was acknowledged, and how long before that fault began
+    const missingBy: Record<string, { n: number; ackedBeforeFaultMs: number[] }> = {};
+    for (const id of missingIds) {
+      const at = flow.ackedAt.get(id)!;
+      const next = began.find((b) => b.at >= at) ?? { label: "after the last fault", at };
+      const e = (missingBy[next.label] ??= { n: 0, ackedBeforeFaultMs: [] });
+      e.n++;
+      if (e.ackedBeforeFaultMs.length < 5) e.ackedBeforeFaultMs.push(next.at - at);
+    }
     const twice = recorded.filter((r) => r.n > 1).length;
     const dead = await deadLettersByReason(nats.jsm, `${ID_PREFIX}-`);
     const deadTotal = Object.values(dead).reduce((a, b) => a + b, 0);
@@ -152,7 +168,7 @@ export async function faultsPg(o: Options): Promise<BenchResult> {
     const worstFirst = Math.max(...firsts);
     targets.push(
       { what: "no worker exited", verdict: verdictOf(deaths === 0 && exceptions === 0), detail: `${deaths} worker deaths, ${exceptions} uncaught exceptions, ${rejections} unhandled rejections (logged, survived)` },
-      { what: "every acknowledged bid in the ledger exactly once", verdict: verdictOf(missing === 0 && twice === 0), detail: `${acked.size} acknowledged, ${missing} missing, ${twice} recorded twice` },
+      { what: "every acknowledged bid in the ledger exactly once", verdict: verdictOf(missing === 0 && twice === 0), detail: `${acked.size} acknowledged, ${missing} missing${missing ? ` (acknowledged just before: ${JSON.stringify(missingBy)})` : ""}, ${twice} recorded twice` },
       { what: "nothing dead-lettered", verdict: verdictOf(deadTotal === 0), detail: deadTotal === 0 ? "0" : JSON.stringify(dead) },
       { what: "ledger check", verdict: verdictOf(ledger.ok), detail: ledger.ok ? "balanced" : JSON.stringify(ledger, (_k, v) => (typeof v === "bigint" ? v.toString() : v)) },
       { what: `first bid within ${o.pgMaxResumeMs} ms of the database's return`, verdict: verdictOf(worstFirst <= o.pgMaxResumeMs), detail: `worst ${worstFirst} ms (median ${firsts.sort((a, b) => a - b)[Math.floor(firsts.length / 2)]} ms)` },

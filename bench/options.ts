@@ -36,7 +36,7 @@ const SPECS = {
   "pg-rounds": { default: "3", help: "times each short fault (restart, crash, dropped connections) is repeated", bench: "faults-pg" },
   "pg-rate": { default: "150", help: "bids per second published throughout (below what clearing sustains)", bench: "faults-pg" },
   "pg-workers": { default: "2", help: "host worker processes", bench: "faults-pg" },
-  "pg-max-resume-ms": { default: "2000", help: "target: first bid committed within this many ms of the database's return", bench: "faults-pg" },
+  "pg-max-resume-ms": { default: "5000", help: "target: first bid committed within this many ms of the database's return (deferral cap 2 s + reconnect cap 1 s + handling)", bench: "faults-pg" },
   // all
   "host-concurrency": { default: "", help: "concurrency of the bench functions (default: the host's, 8)" },
   profile: { default: "", help: "directory for --cpu-prof profiles of the host processes" },
