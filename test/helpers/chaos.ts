@@ -34,6 +34,8 @@ export type Published = {
   acked: Set<string>;
   /** When each was acknowledged (Date.now()). */
   ackedAt: Map<string, number>;
+  /** The stream sequence each was acknowledged with. */
+  ackedSeq: Map<string, number>;
   /** Publishes that failed (the server was away); with `retry`, each was tried again until acked. */
   failures: number;
 };
@@ -49,15 +51,17 @@ export async function publishBids(
 ): Promise<Published> {
   const acked = new Set<string>();
   const ackedAt = new Map<string, number>();
+  const ackedSeq = new Map<string, number>();
   let failures = 0;
   const window = opts.window ?? 256;
   const one = async (i: number) => {
     const id = `${opts.idPrefix}-${i}`;
     for (;;) {
       try {
-        await js.publish(`market.bid.${opts.agents[i % opts.agents.length]}`, acceptableBid(i), { msgID: id, timeout: 5000 });
+        const ack = await js.publish(`market.bid.${opts.agents[i % opts.agents.length]}`, acceptableBid(i), { msgID: id, timeout: 5000 });
         acked.add(id);
         ackedAt.set(id, Date.now());
+        ackedSeq.set(id, ack.seq);
         return;
       } catch {
         failures++;
@@ -70,7 +74,7 @@ export async function publishBids(
     await Promise.all(Array.from({ length: Math.min(window, opts.count - i) }, (_, k) => one(i + k)));
     await opts.onProgress?.(Math.min(opts.count, i + window));
   }
-  return { acked, ackedAt, failures };
+  return { acked, ackedAt, ackedSeq, failures };
 }
 
 export async function bidsRecorded(sql: Sql, idPrefix: string): Promise<number> {
@@ -149,12 +153,18 @@ export async function auditEvents(jsm: JetStreamManager, subjects: string[]): Pr
  * dead-lettered, no bid left open once its windows cleared, the ledger balanced, and each bid's
  * event on AUDIT exactly once.
  */
-export async function assertNothingLost(sql: Sql, jsm: JetStreamManager, run: { idPrefix: string; acked: Set<string> }, timeoutMs = 120_000): Promise<void> {
-  await waitFor("every acknowledged bid recorded", async () => ((await bidsRecorded(sql, run.idPrefix)) >= run.acked.size ? true : undefined), timeoutMs, 200);
+export async function assertNothingLost(
+  sql: Sql,
+  jsm: JetStreamManager,
+  run: { idPrefix: string; acked: Set<string>; serverLost?: Set<string> },
+  timeoutMs = 120_000,
+): Promise<void> {
+  const owed = run.acked.size - (run.serverLost?.size ?? 0);
+  await waitFor("every acknowledged bid recorded", async () => ((await bidsRecorded(sql, run.idPrefix)) >= owed ? true : undefined), timeoutMs, 200);
   const rows = await sql<{ source_msg_id: string; n: bigint; status: string }[]>`
     SELECT source_msg_id, count(*)::bigint AS n, min(status) AS status FROM bids WHERE source_msg_id LIKE ${`${run.idPrefix}-%`} GROUP BY source_msg_id`;
   const recorded = new Map(rows.map((r) => [r.source_msg_id, r]));
-  const missing = [...run.acked].filter((id) => !recorded.has(id));
+  const missing = [...run.acked].filter((id) => !recorded.has(id) && !run.serverLost?.has(id));
   assert.deepEqual(missing.slice(0, 10), [], `${missing.length} acknowledged bids are not in the ledger`);
   const twice = rows.filter((r) => Number(r.n) !== 1);
   assert.deepEqual(twice.slice(0, 10), [], "a bid is recorded twice");
