@@ -1,4 +1,4 @@
-import type { Sql } from "./db.ts";
+import type { Sql, TransactionSql } from "./db.ts";
 import { recordCaused, type Cause, type EventInput, type Recorded } from "./events.ts";
 import { CLEARING_LOCK } from "./clearing.ts";
 import { agentAccount, inTransaction, lockAccounts } from "./ledger.ts";
@@ -31,6 +31,12 @@ const MAX_BID_MICRO = 10n ** 15n - 1n;
 
 type Prior = { source_msg_id: string; id: bigint; status: string; reason: string | null; window_id: bigint; amount: bigint };
 
+/** The bids already recorded under these source msg ids, by id. */
+async function priorBids(tx: TransactionSql, ids: string[]): Promise<Map<string, Prior>> {
+  const rows = await tx<Prior[]>`SELECT source_msg_id, id, status, reason, window_id, amount FROM bids WHERE source_msg_id = ANY(${ids}::text[])`;
+  return new Map(rows.map((p) => [p.source_msg_id, p]));
+}
+
 /** Places a group of bids in one transaction; results in the order of `requests`. */
 export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Recorded[]): Promise<BidResult[]> {
   return inTransaction(sql, async (tx) => {
@@ -47,9 +53,7 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
     const agents = [...new Set(requests.map((r) => r.input.agentId))];
     const balances = await lockAccounts(tx, agents.map(agentAccount));
     const ids = requests.map((r) => r.cause.sourceMsgId);
-    const prior = new Map(
-      (await tx<Prior[]>`SELECT source_msg_id, id, status, reason, window_id, amount FROM bids WHERE source_msg_id = ANY(${ids}::text[])`).map((p) => [p.source_msg_id, p]),
-    );
+    const prior = await priorBids(tx, ids);
     // refusals without a bid row (unknown agent, unreadable price) are known by their event
     const refused = new Map(
       (
@@ -135,7 +139,7 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
       // a row that is not ours: the same msg id on another agent's bid, committed meanwhile — that one is the answer
       const lost = inserts.filter((x) => !idOf.has(x.src)).map((x) => x.src);
       if (lost.length) {
-        const theirs = new Map((await tx<Prior[]>`SELECT source_msg_id, id, status, reason, window_id, amount FROM bids WHERE source_msg_id = ANY(${lost}::text[])`).map((p) => [p.source_msg_id, p]));
+        const theirs = await priorBids(tx, lost);
         for (const x of inserts.filter((y) => !idOf.has(y.src))) {
           const p = theirs.get(x.src);
           if (!p) throw new Error(`bid ${x.src} was neither inserted nor found`);

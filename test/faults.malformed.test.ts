@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { ErrorCode } from "../host/errors.ts";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { startTestDatabase, type TestDatabase } from "./helpers/pg.ts";
-import { runCli, startCli, waitFor } from "./helpers/host.ts";
-import { assertNothingLost, deadLettersByReason, publishBids, samplesOf, seedAgents } from "./helpers/chaos.ts";
+import { runCli, waitFor } from "./helpers/host.ts";
+import { assertNothingLost, deadLettersByReason, publishBids, samplesOf, seedAgents, startEconomyHost } from "./helpers/chaos.ts";
 
 // 10,000 malformed messages across every pull trigger's subject (and malformed requests to every
 // request function), with valid bids interleaved: each malformed message is dead-lettered with its
@@ -55,10 +55,7 @@ describe("faults: 10,000 malformed messages across every trigger", () => {
 
   it("dead-letters each with its reason, answers malformed requests with errors, processes the valid traffic, and every loop keeps running", async () => {
     const agents = await seedAgents(db.sql, "mf", 10);
-    const env = { NATS_URL: nats.url, DATABASE_URL: db.url, ECONOMY_WINDOW_MS: "2000", LOG_LEVEL: "info" };
-    assert.equal((await runCli(["streams", "apply"], env)).code, 0);
-    const host = startCli(hooks, ["start", "--workers", "2"], env);
-    await host.waitForLog("ready", (l) => l.msg === "all workers ready", 60_000);
+    const { host, env } = await startEconomyHost(hooks, { natsUrl: nats.url, databaseUrl: db.url, workers: 2 });
 
     // malformed publishes and valid bids at the same time
     const bad = (async () => {

@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { startRestartableNats, suiteScope, type RestartableNats } from "./helpers/nats.ts";
 import { startTestDatabase, type TestDatabase } from "./helpers/pg.ts";
-import { runCli, startCli, waitFor } from "./helpers/host.ts";
-import { assertNothingLost, bidsRecorded, publishBids, seedAgents } from "./helpers/chaos.ts";
+import { waitFor } from "./helpers/host.ts";
+import { assertNothingLost, bidsRecorded, publishBids, seedAgents, startEconomyHost } from "./helpers/chaos.ts";
 
 // 10,000 bids into `host start --workers 3`; a third of the way through, nats-server is killed with
 // SIGKILL and started again on its store. Publishes made while it is away fail (those bids were
@@ -24,10 +24,7 @@ describe("faults: nats-server killed -9 and restarted mid-run", () => {
 
   it(`${BIDS} bids: no acknowledged bid lost, processing resumes after the restart`, async () => {
     const agents = await seedAgents(db.sql, "nk", 50);
-    const env = { NATS_URL: nats.url, DATABASE_URL: db.url, ECONOMY_WINDOW_MS: "2000", LOG_LEVEL: "info" };
-    assert.equal((await runCli(["streams", "apply"], env)).code, 0);
-    const host = startCli(hooks, ["start", "--workers", "3"], env);
-    await host.waitForLog("ready", (l) => l.msg === "all workers ready", 60_000);
+    const { host } = await startEconomyHost(hooks, { natsUrl: nats.url, databaseUrl: db.url, workers: 3 });
 
     let restartedAt = 0;
     let outage: Promise<void> | undefined;

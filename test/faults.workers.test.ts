@@ -2,8 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { startTestDatabase, type TestDatabase } from "./helpers/pg.ts";
-import { runCli, startCli } from "./helpers/host.ts";
-import { assertNothingLost, bidsRecorded, publishBids, seedAgents } from "./helpers/chaos.ts";
+import { assertNothingLost, bidsRecorded, publishBids, seedAgents, startEconomyHost } from "./helpers/chaos.ts";
 
 // 10,000 bids into `host start --workers 3` while a worker is killed with SIGKILL every second.
 // A killed worker's held, unstarted bids are not its fault: none may be dead-lettered, none lost,
@@ -22,10 +21,7 @@ describe("faults: a worker SIGKILLed every second", () => {
 
   it(`${BIDS} bids: every acknowledged bid in the ledger once, none dead-lettered, each event on AUDIT once`, async () => {
     const agents = await seedAgents(db.sql, "wk", 50);
-    const env = { NATS_URL: nats.url, DATABASE_URL: db.url, ECONOMY_WINDOW_MS: "2000", LOG_LEVEL: "info" };
-    assert.equal((await runCli(["streams", "apply"], env)).code, 0);
-    const host = startCli(hooks, ["start", "--workers", "3"], env);
-    await host.waitForLog("ready", (l) => l.msg === "all workers ready", 60_000);
+    const { host } = await startEconomyHost(hooks, { natsUrl: nats.url, databaseUrl: db.url, workers: 3 });
 
     // the killer: once a second, the newest ready worker that is still alive
     let kills = 0;

@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { startRestartablePostgres, type RestartablePostgres } from "./helpers/pg.ts";
-import { runCli, startCli, waitFor } from "./helpers/host.ts";
-import { acceptableBid, assertNothingLost, firstBidCommittedAfter, seedAgents } from "./helpers/chaos.ts";
+import { waitFor } from "./helpers/host.ts";
+import { acceptableBid, assertNothingLost, firstBidCommittedAfter, seedAgents, startEconomyHost } from "./helpers/chaos.ts";
 import { closeDatabase, database } from "../economy/runtime.ts";
 import { isConnectionError } from "../economy/errors.ts";
 
@@ -43,10 +43,7 @@ describe("faults: PostgreSQL restarted, connections dropped, 30 s outage", () =>
 
   it("no worker exits, nothing is lost or dead-lettered, processing resumes", async () => {
     const agents = await seedAgents(pg.sql, "pf", 20);
-    const env = { NATS_URL: nats.url, DATABASE_URL: pg.url, ECONOMY_WINDOW_MS: "2000", LOG_LEVEL: "info" };
-    assert.equal((await runCli(["streams", "apply"], env)).code, 0);
-    const host = startCli(hooks, ["start", "--workers", "2"], env);
-    await host.waitForLog("ready", (l) => l.msg === "all workers ready", 60_000);
+    const { host } = await startEconomyHost(hooks, { natsUrl: nats.url, databaseUrl: pg.url, workers: 2 });
 
     // a steady flow of bids, ~250/s, for the whole test
     const acked = new Set<string>();

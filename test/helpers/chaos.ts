@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { checkLedger, mint, openAccount } from "../../economy/ledger.ts";
 import type { Sql } from "../../economy/db.ts";
-import { waitFor } from "./host.ts";
+import { runCli, startCli, waitFor, type CliProcess } from "./host.ts";
 
 // What the fault tests share: agents rich enough that every bid they send is accepted (so that a
 // bid in the dead-letter stream can only be the host's fault), a publisher that records which bids
@@ -19,6 +19,22 @@ export async function seedAgents(sql: Sql, prefix: string, n: number): Promise<s
     await mint(sql, { sourceMsgId: `${prefix}-genesis-${id}`, to: id, amount: 10_000_000_000_000n, kind: "genesis" });
   }
   return ids;
+}
+
+/**
+ * The economy's functions as a user runs them: streams applied, `host start --workers N` on the
+ * project's functions with 2 s windows, waited for until every worker is ready. `env` is what the
+ * host was given (for further CLI calls against the same stack).
+ */
+export async function startEconomyHost(
+  hooks: { after: (fn: () => Promise<void>) => void },
+  opts: { natsUrl: string; databaseUrl: string; workers: number },
+): Promise<{ host: CliProcess; env: Record<string, string> }> {
+  const env = { NATS_URL: opts.natsUrl, DATABASE_URL: opts.databaseUrl, ECONOMY_WINDOW_MS: "2000", LOG_LEVEL: "info" };
+  assert.equal((await runCli(["streams", "apply"], env)).code, 0);
+  const host = startCli(hooks, ["start", "--workers", String(opts.workers)], env);
+  await host.waitForLog("ready", (l) => l.msg === "all workers ready", 60_000);
+  return { host, env };
 }
 
 /**
