@@ -180,17 +180,18 @@ export async function placeBid(sql: Sql, cause: Cause, input: BidInput, windowId
   return (await placeBids(sql, [{ cause, input, windowId }]))[0]!;
 }
 
+/** A bid's answer and the events its group recorded for it, to publish after commit. */
+export type PlacedBid = { result: BidResult; events: Recorded[] };
+
 /**
  * Collects the bids that arrive while a group is being written and writes them as the next group:
  * at most one transaction in flight per batcher, so groups grow with load and a lone bid waits
- * for nobody.
+ * for nobody. Each bid's promise resolves after its group commits, with its own answer and events.
  */
 export class BidBatcher {
   readonly #sql: () => Promise<Sql>;
   readonly #max: number;
-  /** Runs after each group commits (publish its events, update read models); errors go to every bid of the group. */
-  afterCommit?: (sql: Sql, group: BidRequest[], results: BidResult[], recorded: Recorded[]) => Promise<void>;
-  #queue: { req: BidRequest; resolve: (r: BidResult) => void; reject: (e: unknown) => void }[] = [];
+  #queue: { req: BidRequest; resolve: (r: PlacedBid) => void; reject: (e: unknown) => void }[] = [];
   #running = false;
 
   constructor(sql: () => Promise<Sql>, max = 1024) {
@@ -198,7 +199,7 @@ export class BidBatcher {
     this.#max = max;
   }
 
-  place(req: BidRequest): Promise<BidResult> {
+  place(req: BidRequest): Promise<PlacedBid> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ req, resolve, reject });
       if (!this.#running) {
@@ -216,11 +217,21 @@ export class BidBatcher {
         const group = this.#queue.splice(0, this.#max);
         try {
           const sql = await this.#sql();
-          const reqs = group.map((g) => g.req);
           const recorded: Recorded[] = [];
-          const results = await placeBids(sql, reqs, recorded);
-          await this.afterCommit?.(sql, reqs, results, recorded);
-          group.forEach((g, i) => g.resolve(results[i]!));
+          const results = await placeBids(sql, group.map((g) => g.req), recorded);
+          const bySource = new Map<string, Recorded[]>();
+          for (const r of recorded) {
+            const src = r.sourceMsgId;
+            bySource.set(src, [...(bySource.get(src) ?? []), r]);
+          }
+          // the same command twice in one group: its events go out once, with the first
+          const taken = new Set<string>();
+          group.forEach((g, i) => {
+            const src = g.req.cause.sourceMsgId;
+            const events = taken.has(src) ? [] : (bySource.get(src) ?? []);
+            taken.add(src);
+            g.resolve({ result: results[i]!, events });
+          });
         } catch (err) {
           group.forEach((g) => g.reject(err));
         }

@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { loadSettings } from "../config/settings.ts";
 import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -28,7 +29,7 @@ export type ConnectOptions = {
 };
 
 /** Opens a pool on `url` (default DATABASE_URL). Nothing connects until the first query. */
-export function connect(url = process.env.DATABASE_URL, options: ConnectOptions = {}): Sql {
+export function connect(url: string | undefined = loadSettings().economy.databaseUrl, options: ConnectOptions = {}): Sql {
   if (!url) throw new EconomyError(EconomyErrorCode.Config, "no database URL: set DATABASE_URL (postgres://user:password@host:port/database)");
   return postgres(url, {
     max: options.max ?? 10,
@@ -145,7 +146,7 @@ export type OpenDatabaseOptions = ConnectOptions & {
  * `dataDir` — the one already running there (e.g. under `npm start`), or one started now.
  */
 export async function openDatabase(options: OpenDatabaseOptions = {}): Promise<Database> {
-  let url = options.url ?? process.env.DATABASE_URL;
+  let url = options.url ?? loadSettings().economy.databaseUrl;
   let embedded: RunningPostgres | undefined;
   if (!url) {
     const dataDir = resolve(options.dataDir ?? DEFAULT_DATA_DIR);

@@ -1,20 +1,21 @@
 import { createLogger } from "../host/log.ts";
 import { main } from "../host/cli.ts";
+import { loadSettings } from "../config/settings.ts";
 import { openDatabase } from "./db.ts";
 
 // `npm start`: the whole economy on embedded defaults — PostgreSQL (embedded, data in .data/pg,
 // unless DATABASE_URL names a server), then `host dev` (a local nats-server unless NATS_URL, the
 // streams applied, every function in functions/ hot-reloaded).
 
-const log = createLogger({ bindings: { service: "economy" } });
-const db = await openDatabase({ log: (m) => log.info({}, m) });
-process.env.DATABASE_URL = db.url;
+const settings = loadSettings();
+const log = createLogger({ level: settings.log.level, bindings: { service: "economy" } });
+const db = await openDatabase({ url: settings.economy.databaseUrl, log: (m) => log.info({}, m) });
 await db.sql.end({ timeout: 5 });
 if (db.embedded) log.info({ url: db.url.replace(/:[^:@/]+@/, ":***@"), data: ".data/pg" }, "embedded PostgreSQL running");
 
 let code = 1;
 try {
-  code = await main(["dev", ...process.argv.slice(2)]);
+  code = await main(["dev", ...process.argv.slice(2)], { settings: { ...settings, economy: { ...settings.economy, databaseUrl: db.url } } });
 } catch (err) {
   process.stderr.write(`${(err as Error).message}\n`);
 } finally {

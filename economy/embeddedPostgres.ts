@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { loadSettings } from "../config/settings.ts";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -117,7 +118,7 @@ export async function postgresBinaries(): Promise<Binaries> {
 export function resolveRunAs(osUser?: string): RunAs {
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (!isRoot) return { name: userInfo().username };
-  const wanted = osUser ?? process.env.EMBEDDED_POSTGRES_USER;
+  const wanted = osUser ?? loadSettings().economy.embeddedPostgresUser;
   const candidates = wanted ? [wanted] : ["postgres", "nobody"];
   for (const name of candidates) {
     const uid = spawnSync("id", ["-u", name], { encoding: "utf8" });

@@ -4,6 +4,8 @@
 // (insufficient funds, unknown agent, bad amount, a reused message id) can never succeed, so it
 // becomes a NonRetriableError; anything else is retried.
 
+import { formatCredits } from "./money.ts";
+
 export const EconomyErrorCode = {
   InsufficientFunds: "INSUFFICIENT_FUNDS",
   UnknownAgent: "UNKNOWN_AGENT",
@@ -15,6 +17,20 @@ export const EconomyErrorCode = {
   TickNotDue: "TICK_NOT_DUE",
   /** A tick whose window id is no window at all: negative, not an integer, an hour old, far in the future. */
   InvalidWindow: "INVALID_WINDOW",
+  /** An agent id that is taken (genesis, spawn). */
+  AgentExists: "AGENT_EXISTS",
+  /** A reward names a prompt that is not the agent's. */
+  UnknownPrompt: "UNKNOWN_PROMPT",
+  /** A reward answers a prompt that is answered already. */
+  PromptClosed: "PROMPT_CLOSED",
+  /** A bid the market refuses (the reason says which rule). */
+  BelowMarketPrice: "BELOW_MARKET_PRICE",
+  ExceedsSupply: "EXCEEDS_SUPPLY",
+  InvalidBid: "INVALID_BID",
+  /** Free text past its limit, or with characters the ledger does not keep (NUL). */
+  TextTooLong: "TEXT_TOO_LONG",
+  /** An event that does not match the catalogue: a bug in the function that states it. */
+  InvalidEvent: "ECONOMY_INVALID_EVENT",
   Migration: "MIGRATION_FAILED",
   Config: "ECONOMY_CONFIG",
 } as const;
@@ -41,7 +57,7 @@ export class InsufficientFundsError extends EconomyError {
     const available = f.balance - f.reserved;
     super(
       EconomyErrorCode.InsufficientFunds,
-      `agent ${agentId} has ${available} micro-credits available (balance ${f.balance}, reserved ${f.reserved}), ${f.requested} requested`,
+      `agent ${agentId} has ${formatCredits(available)} credits available (balance ${formatCredits(f.balance)}, reserved ${formatCredits(f.reserved)}), ${formatCredits(f.requested)} requested`,
     );
     this.agentId = agentId;
     this.requested = f.requested;
@@ -116,7 +132,12 @@ export function isEconomyError(err: unknown): err is EconomyError {
  */
 export function isRefusal(err: unknown): err is EconomyError {
   if (!isEconomyError(err)) return false;
-  return err.code !== EconomyErrorCode.Migration && err.code !== EconomyErrorCode.Config;
+  return err.code !== EconomyErrorCode.Migration && err.code !== EconomyErrorCode.Config && err.code !== EconomyErrorCode.InvalidEvent;
+}
+
+/** A refusal with its catalogue code: the command is dead-lettered with it as the reason. */
+export function refuse(code: EconomyErrorCode, message: string): EconomyError {
+  return new EconomyError(code, message);
 }
 
 // ---- What PostgreSQL's errors mean for a retry -------------------------------------------------

@@ -1,7 +1,10 @@
 import { createHash } from "node:crypto";
 import * as v from "valibot";
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import type { FunctionContext } from "syntropism";
 import { createEnvelope, type Envelope } from "../host/envelope.ts";
+import { Header } from "../host/headers.ts";
+import { EconomyError, EconomyErrorCode } from "./errors.ts";
 import type { Db, Sql } from "./db.ts";
 import { EVENTS, type EventPayload, type EventType } from "./catalogue.ts";
 
@@ -50,7 +53,7 @@ export async function recordCaused(tx: Db, items: { cause: Cause; event: EventIn
   for (const { cause, event: e } of items) {
     const def = EVENTS[e.type];
     const parsed = v.safeParse(def.schema, e.payload);
-    if (!parsed.success) throw new Error(`event ${e.type} does not match the catalogue: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? ""}: ${i.message}`).join("; ")}`);
+    if (!parsed.success) throw new EconomyError(EconomyErrorCode.InvalidEvent, `event ${e.type} does not match the catalogue: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? ""}: ${i.message}`).join("; ")}`);
     const key = `${cause.sourceMsgId}\u0000${e.type}`;
     const n = counts.get(key) ?? 0;
     counts.set(key, n + 1);
@@ -69,7 +72,7 @@ export async function recordCaused(tx: Db, items: { cause: Cause; event: EventIn
     envelopes.push(env);
     const json = JSON.stringify(env);
     rows.push({ id: env.id, src: cause.sourceMsgId, subject: def.subject, env: json });
-    sink?.push({ id: env.id, subject: def.subject, json });
+    sink?.push({ id: env.id, subject: def.subject, json, envelope: env, sourceMsgId: cause.sourceMsgId });
   }
   if (rows.length) {
     await tx`INSERT INTO outbox (event_id, source_msg_id, subject, envelope)
@@ -81,27 +84,27 @@ export async function recordCaused(tx: Db, items: { cause: Cause; event: EventIn
 }
 
 /** An event recorded in the outbox, ready to publish after commit. */
-export type Recorded = { id: string; subject: string; json: string };
+export type Recorded = { id: string; subject: string; json: string; envelope: Envelope; sourceMsgId: string };
 
 /**
  * Publishes events just recorded (after their transaction committed) from memory and marks them;
  * if this fails, the redelivered command publishes them from the outbox (flushEvents).
  */
-export async function publishRecorded(js: JetStreamClient, sql: Sql, recorded: Recorded[]): Promise<void> {
+export async function publishRecorded(publish: EventPublisher, sql: Sql, recorded: Recorded[]): Promise<void> {
   if (!recorded.length) return;
-  await Promise.all(recorded.map((r) => js.publish(r.subject, r.json, { msgID: r.id })));
+  await Promise.all(recorded.map((r) => publish(r.subject, r.envelope, r.id)));
   await sql`UPDATE outbox SET published_at = now() WHERE event_id = ANY(${recorded.map((r) => r.id)}::text[])`;
 }
 
 /** Publishes the unpublished events of one or more commands, in order, and marks them. */
-export async function flushEvents(js: JetStreamClient, sql: Sql, sourceMsgId: string | string[]): Promise<number> {
+export async function flushEvents(publish: EventPublisher, sql: Sql, sourceMsgId: string | string[]): Promise<number> {
   const ids = Array.isArray(sourceMsgId) ? sourceMsgId : [sourceMsgId];
   const rows = await sql<{ seq: bigint; event_id: string; subject: string; envelope: Envelope }[]>`
     SELECT seq, event_id, subject, envelope FROM outbox
      WHERE source_msg_id = ANY(${ids}::text[]) AND published_at IS NULL ORDER BY seq`;
   if (!rows.length) return 0;
   // pipelined: JetStream keeps them in publish order on one connection
-  await Promise.all(rows.map((r) => js.publish(r.subject, JSON.stringify(r.envelope), { msgID: r.event_id })));
+  await Promise.all(rows.map((r) => publish(r.subject, r.envelope, r.event_id)));
   await sql`UPDATE outbox SET published_at = now() WHERE seq = ANY(${rows.map((r) => r.seq.toString())}::bigint[])`;
   return rows.length;
 }
@@ -163,7 +166,21 @@ export async function relayOutbox(sql: Sql, publish: EventPublisher, options: Re
   }
 }
 
-/** A publisher on a JetStream client (tools and tests; functions use ctx.publish). */
+/**
+ * Events through a function's publish path (ctx.publish: backpressure, the typed full-stream
+ * deferral, trace context), msg id = event id, with headers naming the event's own conversation —
+ * a clearing or the relay states facts about messages of many — and who states it.
+ */
+export function contextPublisher(ctx: Pick<FunctionContext, "publish">): EventPublisher {
+  return (subject, envelope, msgId) => {
+    const headers: Record<string, string> = { [Header.Sender]: envelope.from };
+    if (envelope.correlation_id) headers[Header.CorrelationId] = envelope.correlation_id;
+    if (envelope.causation_id) headers[Header.CausationId] = envelope.causation_id;
+    return ctx.publish(subject, envelope, { msgId, headers });
+  };
+}
+
+/** A publisher on a JetStream client (tools and tests; functions use contextPublisher). */
 export function jetStreamPublisher(js: JetStreamClient): EventPublisher {
   return (subject, envelope, msgId) => js.publish(subject, JSON.stringify(envelope), { msgID: msgId });
 }

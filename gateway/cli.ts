@@ -1,3 +1,4 @@
+import { loadSettings } from "../config/settings.ts";
 import { McpGateway } from "./client.ts";
 import { loadGatewayConfig, toolCost } from "./config.ts";
 
@@ -9,8 +10,10 @@ const [cmd, ...rest] = process.argv.slice(2);
 const usage = "usage: gateway tools [--json] | gateway call SERVER TOOL [JSON_PARAMS]";
 
 async function main(): Promise<number> {
-  const config = loadGatewayConfig();
-  const gw = new McpGateway(config, { onStderr: (s, l) => process.env.GATEWAY_VERBOSE && console.error(`[${s}] ${l}`) });
+  const settings = loadSettings().gateway;
+  // servers.json may name `${VAR}`s (tokens, paths): expanded from the environment as it loads
+  const config = loadGatewayConfig(settings.configFile, process.env);
+  const gw = new McpGateway(config, { onStderr: (s, l) => settings.verbose && console.error(`[${s}] ${l}`) });
   try {
     if (cmd === "tools") {
       const all = await gw.listAll();

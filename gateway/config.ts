@@ -50,11 +50,11 @@ export const DEFAULT_COST = 0.01;
 export const DEFAULT_CACHE_TTL_MS = 10 * 60_000;
 export const DEFAULT_TIMEOUT_MS = 10_000;
 
-function expand(s: string, env: NodeJS.ProcessEnv): string {
+function expand(s: string, env: Readonly<Record<string, string | undefined>>): string {
   return s.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, k: string) => env[k] ?? "");
 }
 
-export function parseGatewayConfig(raw: unknown, baseDir: string, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+export function parseGatewayConfig(raw: unknown, baseDir: string, env: Readonly<Record<string, string | undefined>> = {}): GatewayConfig {
   const parsed = v.safeParse(fileSchema, raw);
   if (!parsed.success) throw new Error(`gateway config: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? "(root)"}: ${i.message}`).join("; ")}`);
   const servers: Record<string, ServerConfig> = {};
@@ -73,7 +73,7 @@ export function parseGatewayConfig(raw: unknown, baseDir: string, env: NodeJS.Pr
 }
 
 /** Reads MCP_GATEWAY_CONFIG, else gateway/servers.json. Relative paths (cwd) are taken from the repository root. */
-export function loadGatewayConfig(path = process.env.MCP_GATEWAY_CONFIG ?? DEFAULT_CONFIG_PATH, env: NodeJS.ProcessEnv = process.env): GatewayConfig {
+export function loadGatewayConfig(path: string = DEFAULT_CONFIG_PATH, env: Readonly<Record<string, string | undefined>> = {}): GatewayConfig {
   const file = resolve(path);
   const raw = JSON.parse(readFileSync(file, "utf8")) as unknown;
   return parseGatewayConfig(raw, GATEWAY_ROOT, env);

@@ -1,29 +1,26 @@
+import { defineResource } from "syntropism";
+import { settingsOf } from "../config/settings.ts";
 import { McpGateway } from "./client.ts";
-import { loadGatewayConfig } from "./config.ts";
+import { DEFAULT_CONFIG_PATH, loadGatewayConfig } from "./config.ts";
 
-// The one gateway (MCP connections, limiters) per worker process, created on first use from
-// MCP_GATEWAY_CONFIG or gateway/servers.json.
+// The gateway as a host resource: one McpGateway (MCP connections, limiters) per host, created when
+// the first function naming it starts (from MCP_GATEWAY_CONFIG or gateway/servers.json), closed
+// when the host stops.
 
-let shared: McpGateway | undefined;
+export type Gateway = {
+  mcp: McpGateway;
+  /** Per-agent quota when mcp_quotas has no entry for the agent (MCP_DEFAULT_MAX_CALLS_PER_HOUR). */
+  defaultCallsPerHour: number;
+};
 
-export function sharedGateway(): McpGateway {
-  shared ??= new McpGateway(loadGatewayConfig(), {
-    onStderr: (server, line) => {
-      if (process.env.GATEWAY_VERBOSE) process.stderr.write(`[mcp ${server}] ${line}\n`);
-    },
-  });
-  return shared;
-}
-
-/** Stops the worker's MCP connections (tests, shutdown); the next use starts afresh. */
-export async function closeSharedGateway(): Promise<void> {
-  const g = shared;
-  shared = undefined;
-  await g?.close();
-}
-
-/** Per-agent quota default when mcp_quotas has no entry for the agent. */
-export function defaultCallsPerHour(env: NodeJS.ProcessEnv = process.env): number {
-  const n = Number(env.MCP_DEFAULT_MAX_CALLS_PER_HOUR ?? 60);
-  return Number.isInteger(n) && n >= 0 ? n : 60;
-}
+export const gateway = defineResource<Gateway>({
+  name: "gateway",
+  setup: (ctx) => {
+    const s = settingsOf(ctx.settings).gateway;
+    // servers.json may name `${VAR}`s (tokens, paths): expanded from the environment as it loads
+    const config = loadGatewayConfig(s.configFile ?? DEFAULT_CONFIG_PATH, process.env);
+    const mcp = new McpGateway(config, { onStderr: (server, line) => (s.verbose ? process.stderr.write(`[mcp ${server}] ${line}\n`) : undefined) });
+    return { mcp, defaultCallsPerHour: s.defaultCallsPerHour };
+  },
+  release: (g) => g.mcp.close(),
+});

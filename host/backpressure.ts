@@ -1,4 +1,4 @@
-import { type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
+import { DiscardPolicy, RetentionPolicy, type JetStreamManager, type StreamInfo } from "@nats-io/jetstream";
 import { setTimeout as sleep } from "node:timers/promises";
 import { StreamFullError } from "./errors.ts";
 
@@ -65,7 +65,9 @@ export class Backpressure {
       return this.#depth.get(stream);
     }
     const { max_msgs, max_bytes } = info.config;
-    const fills = [
+    // a stream that discards old messages at its limit never refuses a publish: nothing to slow for
+    const discardsOld = info.config.discard === DiscardPolicy.Old && info.config.retention !== RetentionPolicy.Workqueue;
+    const fills = discardsOld ? [0] : [
       max_msgs > 0 ? info.state.messages / max_msgs : 0,
       max_bytes > 0 ? info.state.bytes / max_bytes : 0,
     ];

@@ -1,4 +1,5 @@
 import { watch, mkdirSync, writeFileSync } from "node:fs";
+import { loadSettings, type Settings } from "../config/settings.ts";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -109,21 +110,23 @@ async function withJsm<T>(fn: (nc: NatsConnection, jsm: JetStreamManager) => Pro
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
 
-export async function main(argv: string[]): Promise<number> {
+/** `settings`: the caller's (economy/dev.ts passes its database); default the environment's, validated here. */
+export async function main(argv: string[], options: { settings?: Settings } = {}): Promise<number> {
   const { values: flags, positionals } = parse(argv);
   const [command, sub, ...rest] = positionals;
   if (flags.help || !command || command === "help") {
     out(USAGE);
     return command || flags.help ? 0 : 1;
   }
-  const log = createLogger({ bindings: { service: "host" } });
+  const settings = options.settings ?? loadSettings();
+  const log = createLogger({ level: settings.log.level, bindings: { service: "host" } });
   switch (command) {
     case "start":
-      return start(flags, log);
+      return start(flags, log, settings);
     case "worker":
-      return worker(flags, log);
+      return worker(flags, log, settings);
     case "dev":
-      return dev(flags, log);
+      return dev(flags, log, settings);
     case "streams":
       return streams(sub, flags);
     case "dlq":
@@ -152,8 +155,8 @@ function functionsDir(flags: Flags): string {
 
 // ---------------------------------------------------------------------------------------- start
 
-async function start(flags: Flags, log: Logger): Promise<number> {
-  const workers = intFlag(flags.workers ?? process.env.WORKERS, "workers", 1, 1);
+async function start(flags: Flags, log: Logger, settings: Settings): Promise<number> {
+  const workers = intFlag(flags.workers ?? String(settings.host.workers), "workers", 1, 1);
   const grace = intFlag(flags.grace, "grace", 10_000);
   const config = await loadConfigFile(configPath(flags));
   // plan (and apply) once here, so N workers do not race to create the same streams
@@ -188,8 +191,8 @@ async function start(flags: Flags, log: Logger): Promise<number> {
 }
 
 /** One worker process (forked by `start`). */
-async function worker(flags: Flags, log: Logger): Promise<number> {
-  const index = process.env.SYNTROPISM_WORKER ?? "0";
+async function worker(flags: Flags, log: Logger, settings: Settings): Promise<number> {
+  const index = settings.host.workerIndex ?? "0";
   const wlog = log.child({ worker: Number(index) });
   const config = await loadConfigFile(configPath(flags));
   const tracing = await startTracing({ serviceName: config.service.name });
@@ -198,6 +201,7 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
     servers: natsServers(),
     functionsDir: functionsDir(flags),
     config,
+    settings,
     onDrift: "refuse",
     graceMs: intFlag(flags.grace, "grace", 10_000),
     log: wlog,
@@ -241,10 +245,10 @@ async function worker(flags: Flags, log: Logger): Promise<number> {
 
 // ------------------------------------------------------------------------------------------ dev
 
-async function dev(flags: Flags, log: Logger): Promise<number> {
+async function dev(flags: Flags, log: Logger, settings: Settings): Promise<number> {
   let stopping = false;
   let server: RunningNatsServer | undefined;
-  let url = process.env.NATS_URL;
+  let url = settings.nats.url;
   if (!url) {
     const binary = ensureNatsServer((m) => log.info({}, m));
     const dataDir = resolve(".data/nats");
@@ -253,14 +257,14 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
     const httpPort = (await isPortFree(8222)) ? 8222 : -1;
     server = await startNatsServer({ binary, storeDir: dataDir, portsDir: resolve(".data/run"), port, httpPort, serverName: "syntropism-dev" });
     url = server.url;
-    process.env.NATS_URL = url;
     writeFileSync(resolve(".data/nats.url"), `${url}\n`);
     if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");
   }
   const config = await loadConfigFile(configPath(flags));
   const tracing = await startTracing({ serviceName: config.service.name });
   const dir = functionsDir(flags);
-  const host = new Host({ servers: url, functionsDir: dir, config, onDrift: "apply", graceMs: intFlag(flags.grace, "grace", 10_000), log, name: "syntropism-dev" });
+  settings = { ...settings, nats: { ...settings.nats, url } };
+  const host = new Host({ servers: url, functionsDir: dir, config, settings, onDrift: "apply", graceMs: intFlag(flags.grace, "grace", 10_000), log, name: "syntropism-dev" });
   try {
     await host.start();
   } catch (err) {

@@ -3,6 +3,7 @@ import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseConfig, type HostConfig } from "./config.ts";
 import { ErrorCode, HostError } from "./errors.ts";
+import { loadSettings } from "../config/settings.ts";
 
 /** Imports `streams.config.ts` (default export) and validates it. */
 export async function loadConfigFile(path = "streams.config.ts"): Promise<HostConfig> {
@@ -20,9 +21,9 @@ export async function loadConfigFile(path = "streams.config.ts"): Promise<HostCo
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
-/** NATS_URL, which may list several servers separated by commas. */
+/** NATS_URL (config/settings.ts), which may list several servers separated by commas. */
 export function natsUrl(): string {
-  return process.env.NATS_URL || DEFAULT_NATS_URL;
+  return loadSettings().nats.url || DEFAULT_NATS_URL;
 }
 
 export function natsServers(): string[] {

@@ -151,6 +151,10 @@ class HandlerContext implements FunctionContext {
     return this.#delivery.log;
   }
 
+  get resources(): Record<string, unknown> {
+    return this.#fn.resources;
+  }
+
   get signal(): AbortSignal {
     return this.#cancel.signal;
   }

@@ -4,6 +4,7 @@ import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "./log.ts";
 import type { Span } from "@opentelemetry/api";
+import type { Resource, ResourceContext, ResourceValues } from "./resource.ts";
 
 /** Durable work: one durable pull consumer per function on `stream`, filtered by `subject`. */
 export type JetStreamTrigger = {
@@ -74,7 +75,9 @@ export type MessageInfo = {
   deliveryCount: number;
 };
 
-export type FunctionContext = MessageInfo & {
+export type FunctionContext<Res = Record<string, unknown>> = MessageInfo & {
+  /** The function's resources: the shared ones it names and what its own `setup` returned. */
+  resources: Res;
   /** Aborted when the function's timeout passes or the host shuts down past its grace period. */
   signal: AbortSignal;
   /** Bound to the function, stream sequence, msg id, correlation id and trace ids of this message. */
@@ -98,13 +101,32 @@ export type FunctionContext = MessageInfo & {
   working(): void;
 };
 
-export type Handler<P, R> = (payload: P, ctx: FunctionContext) => R | Promise<R>;
+export type Handler<P, R, Res = Record<string, unknown>> = (payload: P, ctx: FunctionContext<Res>) => R | Promise<R>;
 
-export type FunctionOptions<S extends v.GenericSchema | undefined, R> = {
-  trigger: Trigger;
+/** Shared resources by the key a handler finds them under in `ctx.resources`. */
+export type ResourceMap = Record<string, Resource<any>>;
+
+export type FunctionOptions<S extends v.GenericSchema | undefined, R, U extends ResourceMap = {}, L extends object = {}> = {
+  /**
+   * What runs the function. A function of the host's settings (HostOptions.settings) when it
+   * depends on configuration, e.g. a schedule's period: `(s) => ({ type: "schedule", everyMs: … })`.
+   */
+  trigger: Trigger | ((settings: Readonly<Record<string, unknown>>) => Trigger);
   /** Validates the decoded JSON before the handler runs. An empty body decodes to `undefined`. */
   schema?: S;
-  handler: Handler<S extends v.GenericSchema ? v.InferOutput<S> : unknown, R>;
+  /**
+   * Shared resources (defineResource) the handler uses, by key: set up once per host before the
+   * function starts, released when the host stops (host/resource.ts).
+   */
+  resources?: U;
+  /**
+   * The function's own resources, set up when it starts (after the shared ones, which it gets in
+   * `ctx.resources`); what it returns joins `ctx.resources`. Released by `release` when the
+   * function stops: the host stops, or `host dev` reloads or removes the file.
+   */
+  setup?: (ctx: ResourceContext & { resources: ResourceValues<U> }) => L | Promise<L>;
+  release?: (local: L) => void | Promise<void>;
+  handler: Handler<S extends v.GenericSchema ? v.InferOutput<S> : unknown, R, ResourceValues<U> & L>;
   description?: string;
   /** Handlers running at once in one worker. Default 8. */
   concurrency?: number;
@@ -137,13 +159,13 @@ export type FunctionOptions<S extends v.GenericSchema | undefined, R> = {
 
 const FUNCTION_MARK = Symbol.for("syntropism.function");
 
-export type FunctionDefinition = FunctionOptions<v.GenericSchema | undefined, unknown> & {
+export type FunctionDefinition = FunctionOptions<v.GenericSchema | undefined, unknown, ResourceMap, object> & {
   readonly [FUNCTION_MARK]: true;
 };
 
 /** Declares a function. A file in functions/ exports one as its default export. */
-export function defineFunction<S extends v.GenericSchema | undefined = undefined, R = unknown>(
-  options: FunctionOptions<S, R>,
+export function defineFunction<S extends v.GenericSchema | undefined = undefined, R = unknown, U extends ResourceMap = {}, L extends object = {}>(
+  options: FunctionOptions<S, R, U, L>,
 ): FunctionDefinition {
   return Object.freeze({ ...options, [FUNCTION_MARK]: true as const }) as unknown as FunctionDefinition;
 }

@@ -22,6 +22,8 @@ export const ErrorCode = {
   InvalidSubject: "HOST_ERR_INVALID_SUBJECT",
   /** An event envelope that does not validate, or holds values JSON cannot carry. */
   Envelope: "HOST_ERR_ENVELOPE",
+  /** A resource's (or a function's) setup failed, or resources depend on each other in a cycle. */
+  ResourceSetup: "HOST_ERR_RESOURCE_SETUP",
   Unknown: "HOST_ERR_UNKNOWN",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];

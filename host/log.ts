@@ -41,10 +41,6 @@ export type LoggerOptions = {
   bindings?: Fields;
 };
 
-function levelFromEnv(): Level {
-  const raw = (process.env.LOG_LEVEL ?? "info").toLowerCase();
-  return raw in LEVELS ? (raw as Level) : "info";
-}
 
 const defaultSink: LogSink = (line) => process.stderr.write(`${line}\n`);
 
@@ -89,7 +85,7 @@ function jsonSafe(value: unknown): unknown {
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const level = options.level ?? levelFromEnv();
+  const level = options.level ?? "info";
   const min = LEVELS[level];
   const sink = options.sink ?? defaultSink;
   const bindings: Fields = { ...(options.bindings ?? {}) };

@@ -16,6 +16,8 @@ export type {
   ScheduleTrigger,
   Trigger,
 } from "./define.ts";
+export { defineResource } from "./resource.ts";
+export type { Resource, ResourceContext, ResourceOptions, ResourceValue, ResourceValues } from "./resource.ts";
 export { defineConfig } from "./config.ts";
 export type { HostConfigInput as HostConfig, KvSpecInput as KvSpec, StreamSpecInput as StreamSpec } from "./config.ts";
 export { ErrorCode, HostError, NonRetriableError, RetryAfterError, StreamFullError } from "./errors.ts";

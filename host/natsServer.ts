@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { loadSettings } from "../config/settings.ts";
 import { existsSync, mkdirSync, readFileSync, readdirSync, accessSync, constants } from "node:fs";
 import { createServer } from "node:net";
 import { delimiter, join } from "node:path";
@@ -39,7 +40,7 @@ export type RunningNatsServer = {
 const WELL_KNOWN = ["/usr/sbin/nats-server", "/usr/local/bin/nats-server", "/usr/bin/nats-server"];
 
 /** NATS_SERVER_BIN when set (and then only it), else `nats-server` on PATH, else well-known paths. */
-export function findNatsServer(explicit = process.env.NATS_SERVER_BIN): string | undefined {
+export function findNatsServer(explicit = loadSettings().host.natsServerBin): string | undefined {
   const candidates = explicit
     ? [explicit]
     : [...(process.env.PATH ?? "").split(delimiter).filter(Boolean).map((d) => join(d, "nats-server")), ...WELL_KNOWN];
@@ -66,7 +67,7 @@ export const INSTALL_HINT =
 export function ensureNatsServer(log: (msg: string) => void = () => {}): string {
   const found = findNatsServer();
   if (found) return found;
-  const explicit = process.env.NATS_SERVER_BIN;
+  const explicit = loadSettings().host.natsServerBin;
   if (explicit) throw new HostError(ErrorCode.NatsServerMissing, `NATS_SERVER_BIN=${explicit} is not an executable file. ${INSTALL_HINT}`);
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (isRoot && existsSync("/usr/bin/apt-get")) {

@@ -98,6 +98,8 @@ export type ResolvedFunction = {
   stats: FunctionStats;
   /** Streams this function has published to; its pulling slows while any is above high water. */
   outputs: Set<string>;
+  /** `ctx.resources`: the shared resources it names and its own setup's, set when it starts. */
+  resources: Record<string, unknown>;
 };
 
 const ID = /^[A-Za-z0-9_-]+(\/[A-Za-z0-9_-]+)*$/;
@@ -121,14 +123,25 @@ export function newStats(): FunctionStats {
   };
 }
 
-export function resolveFunction(id: string, file: string, def: FunctionDefinition, defaults: ConsumerDefaults): ResolvedFunction {
+export function resolveFunction(id: string, file: string, def: FunctionDefinition, defaults: ConsumerDefaults, settings: Readonly<Record<string, unknown>> = {}): ResolvedFunction {
   const fail = (why: string): never => {
     throw new HostError(ErrorCode.FunctionLoad, `${file}: ${why}`);
   };
   if (!ID.test(id)) fail(`function id "${id}" must be path segments of letters, digits, _ and -`);
-  const t = v.safeParse(TriggerSchema, def.trigger);
+  let declared: unknown = def.trigger;
+  if (typeof def.trigger === "function") {
+    try {
+      declared = def.trigger(settings);
+    } catch (err) {
+      fail(`trigger(settings) failed: ${(err as Error).message}`);
+    }
+  }
+  const t = v.safeParse(TriggerSchema, declared);
   if (!t.success) fail(`trigger is invalid: ${t.issues.map((i) => `${v.getDotPath(i) ?? "trigger"}: ${i.message}`).join("; ")}`);
   if (typeof def.handler !== "function") fail("handler must be a function");
+  if (def.setup !== undefined && typeof def.setup !== "function") fail("setup must be a function");
+  if (def.release !== undefined && typeof def.release !== "function") fail("release must be a function");
+  if (def.resources !== undefined && (typeof def.resources !== "object" || def.resources === null)) fail("resources must be an object of defineResource(...) values");
   if (def.schema !== undefined && (typeof def.schema !== "object" || def.schema === null || !("~standard" in def.schema || "kind" in def.schema))) {
     fail("schema must be a valibot schema");
   }
@@ -165,6 +178,7 @@ export function resolveFunction(id: string, file: string, def: FunctionDefinitio
     },
     stats: newStats(),
     outputs: new Set(),
+    resources: {},
   };
 }
 

@@ -19,6 +19,7 @@ import { RunRecords } from "./runRecords.ts";
 import { featuresOf, missingFeatures, type ServerFeatures } from "./serverFeatures.ts";
 import { applyPlan, formatPlan, planStreams } from "./streams.ts";
 import { ensurePropagator } from "./tracing.ts";
+import { ResourceScope, releaseLocal } from "./resource.ts";
 
 // One host worker: a NATS connection, the functions of one folder, a trigger per function.
 
@@ -35,6 +36,11 @@ export type HostOptions = {
   log?: Logger;
   name?: string;
   /**
+   * Settings handed to every resource's setup (`ctx.settings`), validated by whoever starts the
+   * host: the CLIs pass the project's settings (config/settings.ts). Default {}.
+   */
+  settings?: Readonly<Record<string, unknown>>;
+  /**
    * Called when the NATS connection closes for good while the host is not stopping (it reconnects
    * forever otherwise, so this means the server refused it: credentials, a fatal protocol error).
    * A worker process exits so that its supervisor starts a fresh one.
@@ -43,7 +49,7 @@ export type HostOptions = {
 };
 
 type Trigger = JetStreamTrigger | RequestTrigger | ScheduleTrigger;
-type Loaded = { fn: ResolvedFunction; trigger: Trigger; mtimeMs: number };
+type Loaded = { fn: ResolvedFunction; trigger: Trigger; mtimeMs: number; local: unknown };
 
 export class Host {
   readonly #opts: HostOptions;
@@ -57,6 +63,7 @@ export class Host {
   #backpressure!: Backpressure;
   #limiter!: RateLimiter;
   #runs!: RunRecords;
+  #resources!: ResourceScope;
   #micro?: MicroResponder;
   #loaded = new Map<string, Loaded>();
   #reloads = 0;
@@ -110,13 +117,14 @@ export class Host {
     this.#backpressure = new Backpressure(this.jsm, config.backpressure);
     this.#limiter = new RateLimiter(await this.kv(HOST_BUCKETS.rateLimit));
     this.#runs = new RunRecords(await this.kv(HOST_BUCKETS.runs));
+    this.#resources = new ResourceScope({ settings: this.#opts.settings ?? {}, nc: this.nc, js: this.js, kv: (b) => this.kv(b), log: this.log });
 
     const files = discoverFunctions(this.#opts.functionsDir);
     // Load every file before starting any trigger, so one bad file stops start-up cleanly.
     const resolved: { fn: ResolvedFunction; mtimeMs: number }[] = [];
     for (const { id, file } of files) {
       const def = await importFunction(file);
-      resolved.push({ fn: resolveFunction(id, file, def, config.consumerDefaults), mtimeMs: statSync(file).mtimeMs });
+      resolved.push({ fn: resolveFunction(id, file, def, config.consumerDefaults, this.#opts.settings), mtimeMs: statSync(file).mtimeMs });
     }
     for (const r of resolved) await this.#startFunction(r.fn, r.mtimeMs);
 
@@ -159,7 +167,38 @@ export class Host {
     };
   }
 
-  async #startFunction(fn: ResolvedFunction, mtimeMs: number): Promise<void> {
+  /** The function's shared resources, then its own setup's; returns what its release gets. */
+  async #setupFunction(fn: ResolvedFunction): Promise<unknown> {
+    const shared = await this.#resources.useAll(fn.id, fn.def.resources);
+    let local: unknown = undefined;
+    if (fn.def.setup) {
+      try {
+        local = await fn.def.setup({ ...this.#resources.context(fn.id), resources: shared } as never);
+      } catch (err) {
+        const cause = coerceError(err);
+        throw new HostError(ErrorCode.ResourceSetup, `${fn.file}: setup failed: ${cause.message}`, { cause });
+      }
+      if (local !== undefined && (typeof local !== "object" || local === null)) {
+        await releaseLocal(this.log, fn.id, fn.def.release, local);
+        throw new HostError(ErrorCode.ResourceSetup, `${fn.file}: setup must return an object (its keys join ctx.resources)`);
+      }
+    }
+    fn.resources = Object.freeze({ ...shared, ...(local as object | undefined) });
+    return local;
+  }
+
+  /** Stops a function's trigger (in-flight work gets the grace period), then releases its own setup. */
+  async #stopFunction(l: Loaded, graceMs: number): Promise<void> {
+    try {
+      await l.trigger.stop(graceMs);
+    } finally {
+      await releaseLocal(this.log, l.fn.id, l.fn.def.release, l.local);
+    }
+  }
+
+  /** Sets the function up (unless `local` is given: set up already) and starts its trigger. */
+  async #startFunction(fn: ResolvedFunction, mtimeMs: number, local?: { value: unknown }): Promise<void> {
+    local ??= { value: await this.#setupFunction(fn) };
     let trigger: Trigger;
     if (fn.trigger.type === "jetstream") {
       await ensureConsumer(this.jsm, fn);
@@ -172,7 +211,7 @@ export class Host {
       trigger = new ScheduleTrigger(fn, this.#deps());
       trigger.start();
     }
-    this.#loaded.set(fn.id, { fn, trigger, mtimeMs });
+    this.#loaded.set(fn.id, { fn, trigger, mtimeMs, local: local.value });
   }
 
   /**
@@ -192,7 +231,7 @@ export class Host {
     const seen = new Set(files.map((f) => f.id));
     for (const [id, l] of this.#loaded) {
       if (!seen.has(id)) {
-        await l.trigger.stop(this.#opts.graceMs ?? 10_000);
+        await this.#stopFunction(l, this.#opts.graceMs ?? 10_000);
         this.#loaded.delete(id);
         result.removed.push(id);
       }
@@ -203,12 +242,14 @@ export class Host {
       if (current && current.mtimeMs >= mtimeMs && current.fn.file === file) continue;
       try {
         const def = await importFunction(file, ++this.#reloads);
-        const fn = resolveFunction(id, file, def, this.#opts.config.consumerDefaults);
+        const fn = resolveFunction(id, file, def, this.#opts.config.consumerDefaults, this.#opts.settings);
+        // set up before the running version stops: a setup that fails keeps that version
+        const local = { value: await this.#setupFunction(fn) };
         if (current) {
-          await current.trigger.stop(this.#opts.graceMs ?? 10_000);
+          await this.#stopFunction(current, this.#opts.graceMs ?? 10_000);
           this.#loaded.delete(id);
         }
-        await this.#startFunction(fn, mtimeMs);
+        await this.#startFunction(fn, mtimeMs, local);
         (current ? result.changed : result.added).push(id);
       } catch (err) {
         result.failed.push(id);
@@ -226,8 +267,10 @@ export class Host {
       const grace = this.#opts.graceMs ?? 10_000;
       this.#micro?.stop();
       // bounded even when the server is gone (a reconnecting connection never finishes draining)
-      const triggers = Promise.allSettled([...this.#loaded.values()].map((l) => l.trigger.stop(grace)));
+      const triggers = Promise.allSettled([...this.#loaded.values()].reverse().map((l) => this.#stopFunction(l, grace)));
       if ((await within(triggers, grace + 5000)) === TIMED_OUT) this.log.warn({}, "triggers did not stop in time");
+      // after the handlers that use them: in reverse order of setup
+      if (this.#resources && (await within(this.#resources.releaseAll(), 10_000)) === TIMED_OUT) this.log.warn({}, "resources did not release in time");
       if (this.nc && !this.nc.isClosed()) {
         const drained = await within(this.nc.drain().catch(() => {}), 5000);
         if (drained === TIMED_OUT) this.log.warn({}, "connection did not drain in time; closing");

@@ -1,4 +1,5 @@
 import { readdirSync, writeFileSync } from "node:fs";
+import { loadSettings } from "../config/settings.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { loadScenario, SCENARIOS_DIR, ScenarioFormatError } from "./format.ts";
@@ -57,8 +58,9 @@ export async function main(argv: string[]): Promise<number> {
       const scenario = loadScenario(target);
       const progress = (line: string) => out(`${line}\n`);
       let stack: Stack | undefined;
-      let natsUrl = process.env.NATS_URL;
-      let databaseUrl = process.env.NATS_URL ? process.env.DATABASE_URL : undefined;
+      const settings = loadSettings();
+      let natsUrl = settings.nats.url;
+      let databaseUrl = natsUrl ? settings.economy.databaseUrl : undefined;
       if (!natsUrl) {
         out(`starting a throw-away stack (nats-server, PostgreSQL, the economy's functions); window ${scenario.window_ms} ms\n`);
         stack = await startStack(scenario, (m) => out(`  ${m}\n`));
@@ -79,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
         err("scenario replay: --scenario NAME is required (the scenario whose assertions to judge)\n");
         return 64;
       }
-      const natsUrl = process.env.NATS_URL;
+      const natsUrl = loadSettings().nats.url;
       if (!natsUrl) {
         err("scenario replay: set NATS_URL to the server whose AUDIT stream holds the run (a run on a throw-away stack cannot be replayed)\n");
         return 2;

@@ -330,9 +330,8 @@ export type Stack = { natsUrl: string; databaseUrl: string; stop(): Promise<void
 /**
  * Starts the economy in this process, as `npm start` does but throw-away: a nats-server with a
  * temporary store, PostgreSQL (DATABASE_URL, else an embedded one in a temporary directory), and a
- * Host on functions/ with streams.config.ts. The scenario's window and market apply here: the
- * economy reads ECONOMY_WINDOW_MS and ECONOMY_MARKET when its functions load and seeds the market
- * only when it has no rows yet.
+ * Host on functions/ with streams.config.ts. The scenario's window and market are the host's
+ * settings (the economy seeds the market only when it has no rows yet).
  */
 export async function startStack(s: Scenario, log: (line: string) => void = () => {}): Promise<Stack> {
   const dir = mkdtempSync(join(tmpdir(), "syntropism-scenario-"));
@@ -342,27 +341,26 @@ export async function startStack(s: Scenario, log: (line: string) => void = () =
     for (const f of stops.splice(0).reverse()) await f().catch(() => {});
   };
   try {
+    const { loadSettings } = await import("../config/settings.ts");
     const { openDatabase } = await import("../economy/db.ts");
-    const db = await openDatabase({ dataDir: join(dir, "pg"), log });
+    const db = await openDatabase({ url: loadSettings().economy.databaseUrl, dataDir: join(dir, "pg"), log });
     stops.push(() => db.close());
-    process.env.DATABASE_URL = db.url;
-    process.env.ECONOMY_WINDOW_MS = String(s.window_ms);
-    if (s.setup.market) process.env.ECONOMY_MARKET = JSON.stringify(s.setup.market);
+    const overrides = { DATABASE_URL: db.url, ECONOMY_WINDOW_MS: String(s.window_ms), ...(s.setup.market ? { ECONOMY_MARKET: JSON.stringify(s.setup.market) } : {}) };
+    const settings = loadSettings({ LOG_LEVEL: "warn", ...process.env, ...overrides });
     const { ensureNatsServer, startNatsServer } = await import("../host/natsServer.ts");
     const nats = await startNatsServer({ binary: ensureNatsServer(log), storeDir: join(dir, "nats") });
     stops.push(() => nats.stop());
     const { loadConfigFile } = await import("../host/configFile.ts");
     const { createLogger } = await import("../host/log.ts");
     const { Host } = await import("../host/runtime.ts");
-    const { closeDatabase } = await import("../economy/runtime.ts");
-    stops.push(closeDatabase);
     const host = new Host({
+      settings,
       servers: nats.url,
       functionsDir: resolve(ROOT, "functions"),
       config: await loadConfigFile(resolve(ROOT, "streams.config.ts")),
       onDrift: "apply",
       graceMs: 3000,
-      log: createLogger({ level: (process.env.LOG_LEVEL as "warn") ?? "warn", sink: (l) => process.stderr.write(`${l}\n`) }),
+      log: createLogger({ level: settings.log.level, sink: (l) => process.stderr.write(`${l}\n`) }),
     });
     stops.push(() => host.stop());
     await host.start();

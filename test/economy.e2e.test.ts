@@ -47,8 +47,6 @@ describe("economy end to end", () => {
     process.env.DATABASE_URL = db.url;
     process.env.ECONOMY_WINDOW_MS = "500";
     const config = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
-    const { closeDatabase } = await import("../economy/runtime.ts");
-    hooks.after(closeDatabase);
     ({ lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config }));
   });
 

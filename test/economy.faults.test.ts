@@ -31,8 +31,6 @@ describe("economy faults", () => {
     process.env.DATABASE_URL = db.url;
     process.env.ECONOMY_WINDOW_MS = String(WINDOW_MS);
     const config = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
-    const { closeDatabase } = await import("../economy/runtime.ts");
-    hooks.after(closeDatabase);
     ({ lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config }));
   });
 

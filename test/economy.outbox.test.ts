@@ -75,7 +75,7 @@ describe("outbox relay", () => {
     assert.deepEqual(r, { published: 1, duplicates: 1, busy: false });
     assert.equal((await audit(nats)).length, before + 1);
     // and the fast path marking what the relay already did changes nothing
-    await publishRecorded(nats.js, db.sql, recorded);
+    await publishRecorded(jetStreamPublisher(nats.js), db.sql, recorded);
     assert.equal((await audit(nats)).length, before + 1);
   });
 

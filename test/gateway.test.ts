@@ -88,10 +88,6 @@ describe("MCP gateway", () => {
     nats = await startTestNats(hooks);
     db = await startTestDatabase(hooks);
     process.env.DATABASE_URL = db.url;
-    const { closeDatabase } = await import("../economy/runtime.ts");
-    const { closeSharedGateway } = await import("../gateway/runtime.ts");
-    hooks.after(closeDatabase);
-    hooks.after(closeSharedGateway);
     sub = collectReplies(nats.nc, "replies.>", replies);
     hooks.after(async () => sub.unsubscribe());
     const streams = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
@@ -280,11 +276,6 @@ describe("MCP gateway over Streamable HTTP", () => {
     else process.env.DATABASE_URL = STARTING_DATABASE_URL;
     const db = await startTestDatabase(hooks);
     process.env.DATABASE_URL = db.url;
-    const { closeDatabase } = await import("../economy/runtime.ts");
-    const { closeSharedGateway } = await import("../gateway/runtime.ts");
-    await closeSharedGateway(); // a gateway left from another suite would still hold the stdio config
-    hooks.after(closeDatabase);
-    hooks.after(closeSharedGateway);
     const sub = collectReplies(nats.nc, "replies.http.>", replies);
     hooks.after(async () => sub.unsubscribe());
     const streams = await loadConfigFile(resolve(ROOT, "streams.config.ts"));

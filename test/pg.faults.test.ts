@@ -1,3 +1,4 @@
+import { Kvm } from "@nats-io/kv";
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -5,7 +6,9 @@ import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { startRestartablePostgres, type RestartablePostgres } from "./helpers/pg.ts";
 import { waitFor } from "./helpers/host.ts";
 import { acceptableBid, assertNothingLost, firstBidCommittedAfter, seedAgents, startEconomyHost } from "./helpers/chaos.ts";
-import { closeDatabase, database } from "../economy/runtime.ts";
+import { Economy } from "../economy/resource.ts";
+import { loadSettings } from "../config/settings.ts";
+import { createLogger } from "../host/log.ts";
 import { isConnectionError } from "../economy/errors.ts";
 
 // Bids flow into `host start --workers 2` while PostgreSQL is restarted, has every connection
@@ -27,15 +30,15 @@ describe("faults: PostgreSQL restarted, connections dropped, 30 s outage", () =>
   });
 
   it("a first connection while the database is down fails as a connection error, and connects once it is back", async (t) => {
-    t.after(closeDatabase);
+    const economy = new Economy(loadSettings({ DATABASE_URL: pg.url }).economy, { kv: (b) => new Kvm(nats.nc).open(b), log: createLogger({ level: "error" }) });
+    t.after(() => economy.close());
     await pg.stop();
-    process.env.DATABASE_URL = pg.url;
-    const first = database();
+    const first = economy.database();
     await assert.rejects(first, (err) => isConnectionError(err));
-    assert.equal(database(), first, "a call within the backoff shares the failure instead of opening another pool");
+    assert.equal(economy.database(), first, "a call within the backoff shares the failure instead of opening another pool");
     await pg.start();
     const back = Date.now();
-    const sql = await waitFor("the pool opened again", () => database().catch(() => undefined), 10_000, 20);
+    const sql = await waitFor("the pool opened again", () => economy.database().catch(() => undefined), 10_000, 20);
     const [r] = await sql<{ n: number }[]>`SELECT count(*)::int AS n FROM market_state`;
     assert.equal(r!.n, 4);
     console.log(`first connection: pool open ${Date.now() - back} ms after the database was back`);

@@ -1,29 +1,27 @@
 import * as v from "valibot";
-import { defineFunction, NonRetriableError } from "syntropism";
-import { flushEvents, recordEvents } from "../../economy/events.ts";
-import { inTransaction } from "../../economy/ledger.ts";
-import { causeOf, database } from "../../economy/runtime.ts";
+import { defineFunction } from "syntropism";
+import { economy } from "../../economy/resource.ts";
+import { EconomyErrorCode, refuse } from "../../economy/errors.ts";
+import { boundedJson, freeText, LIMITS } from "../../economy/limits.ts";
 
-// An agent asks a human: `nats pub agent.a1.prompt '{"question":"Which plan is better?"}'`.
+// An agent asks a human: `nats pub agent.a1.prompt '{"question":"Which plan is better?","context":{"plans":["A","B"]}}'`.
+// `context` is any JSON object (≤ 16 KiB) shown to the human beside the question. Open prompts:
+// `nats req admin.prompts.open ''` (functions/attention/listPrompts.ts).
 export default defineFunction({
   description: "Records an agent's prompt for a human",
   trigger: { type: "jetstream", stream: "ECONOMY", subject: "agent.*.prompt" },
-  schema: v.object({ question: v.pipe(v.string(), v.minLength(1), v.maxLength(10_000)), context: v.optional(v.record(v.string(), v.unknown())) }),
-  handler: async (p, ctx) => {
-    const agentId = ctx.subject.split(".")[1]!;
-    const sql = await database();
-    const cause = causeOf(ctx);
-    const promptId = await inTransaction(sql, async (tx) => {
+  schema: v.object({ question: v.pipe(freeText(LIMITS.text), v.minLength(1)), context: v.optional(boundedJson(LIMITS.contextBytes)) }),
+  resources: { economy },
+  handler: (p, ctx) =>
+    ctx.resources.economy.command(ctx, async ({ tx, cause, emit }) => {
+      const agentId = ctx.subject.split(".")[1]!;
       const [prior] = await tx<{ id: bigint }[]>`SELECT id FROM prompts WHERE source_msg_id = ${cause.sourceMsgId}`;
-      if (prior) return String(prior.id);
+      if (prior) return { prompt_id: String(prior.id) };
       const [agent] = await tx`SELECT 1 FROM agents WHERE id = ${agentId}`;
-      if (!agent) throw new NonRetriableError(`unknown agent ${agentId}`, { code: "UNKNOWN_AGENT" });
+      if (!agent) throw refuse(EconomyErrorCode.UnknownAgent, `unknown agent ${agentId}`);
       const [row] = await tx<{ id: bigint }[]>`INSERT INTO prompts (agent_id, question, context, source_msg_id, correlation_id)
         VALUES (${agentId}, ${p.question}, ${tx.json((p.context ?? {}) as never)}, ${cause.sourceMsgId}, ${cause.correlationId}) RETURNING id`;
-      await recordEvents(tx, cause, [{ type: "prompt_posted", payload: { prompt_id: String(row!.id), agent_id: agentId, question: p.question } }]);
-      return String(row!.id);
-    });
-    await flushEvents(ctx.js, sql, cause.sourceMsgId);
-    return { prompt_id: promptId };
-  },
+      emit({ type: "prompt_posted", payload: { prompt_id: String(row!.id), agent_id: agentId, question: p.question } });
+      return { prompt_id: String(row!.id) };
+    }),
 });

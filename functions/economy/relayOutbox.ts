@@ -1,7 +1,6 @@
 import { defineFunction } from "syntropism";
-import { relayOutbox, RELAY_EVERY_MS } from "../../economy/events.ts";
-import { database } from "../../economy/runtime.ts";
-import { Header } from "../../host/headers.ts";
+import { economy } from "../../economy/resource.ts";
+import { contextPublisher, relayOutbox, RELAY_EVERY_MS } from "../../economy/events.ts";
 
 // The outbox relay: every 500 ms, in every worker (one at a time across them), events that have
 // stayed unpublished for a second or more are published to AUDIT in outbox order, msg id = event id.
@@ -11,15 +10,9 @@ import { Header } from "../../host/headers.ts";
 export default defineFunction({
   description: "Publishes events left in the outbox to the audit stream",
   trigger: { type: "schedule", everyMs: RELAY_EVERY_MS },
+  resources: { economy },
   handler: async (_p: unknown, ctx) => {
-    const sql = await database();
-    const r = await relayOutbox(sql, (subject, envelope, msgId) => {
-      // the event's own conversation, not the relay's tick
-      const headers: Record<string, string> = { [Header.Sender]: envelope.from };
-      if (envelope.correlation_id) headers[Header.CorrelationId] = envelope.correlation_id;
-      if (envelope.causation_id) headers[Header.CausationId] = envelope.causation_id;
-      return ctx.publish(subject, envelope, { msgId, headers });
-    });
+    const r = await relayOutbox(await ctx.resources.economy.database(), contextPublisher(ctx));
     // events the fast path never published: worth a line, they mean a message did not finish
     if (r.published > r.duplicates) ctx.log.info({ published: r.published, duplicates: r.duplicates }, "outbox relay published events left behind");
     return r;

@@ -1,17 +1,18 @@
 import { createHash } from "node:crypto";
 import * as v from "valibot";
 import { defineFunction, NonRetriableError } from "syntropism";
+import { loadSettings } from "../../config/settings.ts";
 import { canonicalJson } from "../../host/canonicalJson.ts";
 import { RateLimiter } from "../../host/rateLimit.ts";
 import { checkParams, GatewayError } from "../../gateway/client.ts";
 import { toolCacheTtl, toolCost } from "../../gateway/config.ts";
-import { defaultCallsPerHour, sharedGateway } from "../../gateway/runtime.ts";
+import { gateway } from "../../gateway/runtime.ts";
 import { InsufficientFundsError, UnknownAgentError } from "../../economy/errors.ts";
-import { flushEvents, recordEvents } from "../../economy/events.ts";
-import { burn, inTransaction } from "../../economy/ledger.ts";
+import { burn } from "../../economy/ledger.ts";
 import { toMicro } from "../../economy/money.ts";
 import { AGENT_STATE, projectAgents } from "../../economy/projections.ts";
-import { causeOf, database } from "../../economy/runtime.ts";
+import { economy } from "../../economy/resource.ts";
+import { causeOf } from "../../economy/runtime.ts";
 import type { EventPayload } from "../../economy/catalogue.ts";
 
 // `nats pub mcp.request.web_search '{"agent_id":"alice","server":"search","tool":"web_search",
@@ -25,7 +26,8 @@ import type { EventPayload } from "../../economy/catalogue.ts";
 // dead server is retried with backoff (the charge is idempotent, so never twice); the last attempt
 // also replies with the error before the host dead-letters the request.
 
-export const MCP_MAX_DELIVER = Number(process.env.MCP_MAX_DELIVER ?? 3);
+// attempts are fixed when the file loads (a consumer's max_deliver), from MCP_MAX_DELIVER
+export const MCP_MAX_DELIVER = loadSettings().gateway.maxDeliver;
 const QUOTA_PERIOD_MS = 3600_000;
 const CACHE = "mcp_cache";
 const QUOTAS = "mcp_quotas";
@@ -52,10 +54,11 @@ export default defineFunction({
   maxDeliver: MCP_MAX_DELIVER,
   timeoutMs: 90_000,
   backoff: { initialMs: 500, maxMs: 10_000, factor: 2, jitter: 0.2 },
+  resources: { economy, gateway },
   handler: async (p, ctx) => {
     const started = Date.now();
-    const gw = sharedGateway();
-    const sql = await database();
+    const { economy: eco, gateway: { mcp: gw, defaultCallsPerHour } } = ctx.resources;
+    const sql = await eco.database();
     const requestId = p.msg_id ?? ctx.msgId;
     const chargeId = `mcp:${requestId}`;
     const base = causeOf(ctx);
@@ -63,12 +66,8 @@ export default defineFunction({
     const lastAttempt = ctx.attempt >= MCP_MAX_DELIVER;
     const head = { request_id: requestId, correlation_id: cause.correlationId, agent_id: p.agent_id, server: p.server, tool: p.tool };
 
-    const finish = async (outcome: Outcome, cost: number, cacheHit: boolean) => {
-      await inTransaction(sql, (tx) =>
-        recordEvents(tx, cause, [{ type: "mcp_completed", payload: { request_id: requestId, agent_id: p.agent_id, server: p.server, tool: p.tool, outcome, cache_hit: cacheHit, cost, duration_ms: Date.now() - started } }]),
-      );
-      await flushEvents(ctx.js, sql, chargeId);
-    };
+    const finish = (outcome: Outcome, cost: number, cacheHit: boolean) =>
+      eco.command(ctx, async ({ emit }) => emit({ type: "mcp_completed", payload: { request_id: requestId, agent_id: p.agent_id, server: p.server, tool: p.tool, outcome, cache_hit: cacheHit, cost, duration_ms: Date.now() - started } }), { cause });
     const replyError = (code: string, message: string, extra: Record<string, unknown> = {}) =>
       ctx.broadcast(p.reply_subject, { ...head, ok: false, error: { code, message }, ...extra });
 
@@ -100,7 +99,7 @@ export default defineFunction({
     const [charged] = await sql<{ n: number }[]>`SELECT 1 AS n FROM ledger_transactions WHERE source_msg_id = ${chargeId}`;
     if (!charged) {
       const quotaEntry = await (await ctx.kv(QUOTAS)).get(p.agent_id);
-      let perHour = defaultCallsPerHour();
+      let perHour = defaultCallsPerHour;
       if (quotaEntry && quotaEntry.operation === "PUT" && quotaEntry.length > 0) {
         const q = quotaEntry.json<{ max_mcp_calls_per_hour?: unknown }>();
         if (typeof q.max_mcp_calls_per_hour === "number" && q.max_mcp_calls_per_hour >= 0) perHour = Math.floor(q.max_mcp_calls_per_hour);

@@ -1,4 +1,5 @@
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { loadSettings } from "../../config/settings.ts";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
@@ -27,7 +28,8 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 
 type Doc = { id: string; title: string; url: string; text: string };
 
-const corpusPath = process.env.WEB_SEARCH_CORPUS ?? resolve(import.meta.dirname, "../corpus/documents.json");
+const settings = loadSettings().webSearch;
+const corpusPath = settings.corpus ?? resolve(import.meta.dirname, "../corpus/documents.json");
 const corpus = JSON.parse(readFileSync(corpusPath, "utf8")) as Doc[];
 
 const words = (s: string): string[] => [...(s.toLowerCase().match(/[a-z0-9]+/g) ?? [])];
@@ -73,15 +75,15 @@ function registerWebSearch(server: McpServer): void {
       },
     },
     async ({ query, limit, delay_ms, crash }) => {
-      if (process.env.WEB_SEARCH_CALL_LOG) appendFileSync(process.env.WEB_SEARCH_CALL_LOG, `${JSON.stringify({ pid: process.pid, query, at: Date.now() })}\n`);
+      if (settings.callLog) appendFileSync(settings.callLog, `${JSON.stringify({ pid: process.pid, query, at: Date.now() })}\n`);
       if (crash) {
-        const once = process.env.WEB_SEARCH_CRASH_ONCE;
+        const once = settings.crashOnce;
         if (!once || !existsSync(once)) {
           if (once) writeFileSync(once, String(process.pid));
           process.exit(1);
         }
       }
-      const wait = delay_ms ?? Number(process.env.WEB_SEARCH_DELAY_MS ?? 0);
+      const wait = delay_ms ?? settings.delayMs;
       if (wait > 0) await sleep(wait);
       const results = search(corpus, query, limit ?? 5);
       return {
