@@ -126,6 +126,8 @@ class HandlerContext implements FunctionContext {
   readonly #working: () => void;
   readonly #cancel: Cancellation;
   #published = 0;
+  /** Resolves when this handler's latest publish has been sent: the next one goes after it. */
+  #sent: Promise<void> = Promise.resolve();
   #bound?: Pick<FunctionContext, "publish" | "broadcast" | "request" | "kv" | "working">;
 
   constructor(fn: ResolvedFunction, info: MessageInfo, deps: ContextDeps, cancel: Cancellation, working: () => void, delivery: Delivery) {
@@ -196,23 +198,34 @@ class HandlerContext implements FunctionContext {
     // JetStream drops the repeat within the stream's duplicate window.
     const n = this.#published++;
     const msgID = opts.msgId ?? `${this.#info.msgId}:${fn.id}:${n}`;
-    const bp = deps.backpressure;
-    const stream = await bp.streamFor(subject);
-    if (stream) {
-      fn.outputs.add(stream);
-      await bp.waitBelowHighWater(stream, Math.min(fn.timeoutMs / 2, 5000), this.signal);
-    }
-    const h = causedHeaders(this.#info, opts.headers);
-    const send = startSendSpan("send", subject, this.#delivery.otel, h, { [Attr.messageId]: msgID });
+    // Publishes of one handler reach the server in call order, pipelined: each waits for the one
+    // before it to be sent (not acknowledged) before its own backpressure check and send.
+    const before = this.#sent;
+    let sent!: () => void;
+    this.#sent = new Promise<void>((r) => (sent = r));
+    let send: ReturnType<typeof startSendSpan> | undefined;
+    let stream: string | null = null;
     try {
-      const ack = await deps.js.publish(subject, encodeJson(data), { msgID, headers: h });
+      await before;
+      const bp = deps.backpressure;
+      stream = await bp.streamFor(subject);
+      if (stream) {
+        fn.outputs.add(stream);
+        await bp.waitBelowHighWater(stream, Math.min(fn.timeoutMs / 2, 5000), this.signal);
+      }
+      const h = causedHeaders(this.#info, opts.headers);
+      send = startSendSpan("send", subject, this.#delivery.otel, h, { [Attr.messageId]: msgID });
+      const acked = deps.js.publish(subject, encodeJson(data), { msgID, headers: h });
+      sent();
+      const ack = await acked;
       if (send.span.isRecording()) send.span.setAttribute(Attr.streamSeq, ack.seq);
       endSpan(send.span, ack.duplicate ? "nak" : "ack");
       return ack;
     } catch (err) {
+      sent();
       const mapped = asStreamFull(err, stream);
-      if (mapped !== err && stream) bp.markFull(stream);
-      endSpan(send.span, "error", { message: (mapped as Error).message, code: (mapped as { code?: string }).code });
+      if (mapped !== err && stream) deps.backpressure.markFull(stream);
+      if (send) endSpan(send.span, "error", { message: (mapped as Error).message, code: (mapped as { code?: string }).code });
       throw mapped;
     }
   }
