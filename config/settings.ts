@@ -146,3 +146,11 @@ export function loadSettings(env: Readonly<Record<string, string | undefined>> =
 export function settingsOf(given: Readonly<Record<string, unknown>> | undefined): Settings {
   return given && "economy" in given && "gateway" in given ? (given as unknown as Settings) : loadSettings();
 }
+
+/**
+ * The OTEL_* variables as the OpenTelemetry SDK names them (it reads them itself as well: the
+ * exporter's endpoint, headers, timeouts — every standard variable works).
+ */
+export function otelEnvironment(env: Readonly<Record<string, string | undefined>> = process.env): Record<string, string | undefined> {
+  return Object.fromEntries(ENVIRONMENT.filter((d) => d.env.startsWith("OTEL_")).map((d) => [d.env, env[d.env]]));
+}

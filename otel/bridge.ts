@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { otelEnvironment } from "../config/settings.ts";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Logger } from "../host/log.ts";
 import { SPAN_CONTENT_TYPE } from "./natsSpanExporter.ts";
@@ -25,7 +26,7 @@ export type BridgeOptions = {
 export type BridgeStats = { received: number; forwarded: number; dropped: number; batches: number };
 
 /** The traces URL from the standard variables: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, or the base endpoint + /v1/traces. */
-export function otlpTracesUrl(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function otlpTracesUrl(env: Readonly<Record<string, string | undefined>> = otelEnvironment()): string | undefined {
   if (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) return env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
   if (env.OTEL_EXPORTER_OTLP_ENDPOINT) return `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, "")}/v1/traces`;
   return undefined;

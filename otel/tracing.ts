@@ -1,4 +1,5 @@
 import type { NatsConnection } from "@nats-io/transport-node";
+import { otelEnvironment } from "../config/settings.ts";
 
 // Tracing bootstrap for every process of the project (host workers, dev stack, bridges, agents).
 // Configured only by the standard OTEL_* variables. Off unless an exporter is configured, and then
@@ -17,11 +18,11 @@ export type TracingOptions = {
   serviceName: string;
   /** Needed for OTEL_TRACES_EXPORTER=nats: where spans go, and the `trace.{domain}.{entity}` they go under. */
   nats?: { nc: NatsConnection; domain: string; entity: string };
-  env?: NodeJS.ProcessEnv;
+  env?: Readonly<Record<string, string | undefined>>;
 };
 
 /** Which exporter the environment asks for. */
-export function configuredExporter(env: NodeJS.ProcessEnv = process.env): Tracing["exporter"] {
+export function configuredExporter(env: Readonly<Record<string, string | undefined>> = otelEnvironment()): Tracing["exporter"] {
   if ((env.OTEL_SDK_DISABLED ?? "").toLowerCase() === "true") return "none";
   const named = (env.OTEL_TRACES_EXPORTER ?? "").split(",")[0]!.trim().toLowerCase();
   if (named === "none") return "none";
@@ -30,7 +31,7 @@ export function configuredExporter(env: NodeJS.ProcessEnv = process.env): Tracin
 }
 
 export async function startTracing(opts: TracingOptions): Promise<Tracing> {
-  const env = opts.env ?? process.env;
+  const env = opts.env ?? otelEnvironment();
   const exporter = configuredExporter(env);
   if (exporter === "none") return { enabled: false, exporter, shutdown: async () => {} };
 
