@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { findNatsServer, startNatsServer } from "../host/natsServer.ts";
-import { waitFor as pollUntil } from "../test/helpers/host.ts";
+import { waitFor as pollUntil } from "syntropism/testing";
 
 // Shared by every benchmark: statistics, the printed table, a private nats-server per benchmark,
 // the machine description and the results files.

@@ -33,20 +33,8 @@ export async function startHost(t: After, nats: TestNats, opts: Partial<HostOpti
   return { host, lines };
 }
 
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, everyMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v as T;
-    } catch (err) {
-      last = err;
-    }
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
-}
+import { waitFor } from "../../testing/wait.ts";
+export { waitFor };
 
 /** Every stored message on `filter` in `stream`, oldest first (direct gets; fine for test sizes). */
 export async function readSubject(jsm: JetStreamManager, stream: string, filter: string): Promise<StoredMsg[]> {

@@ -1,0 +1,114 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
+import { startNatsServer, type RunningNatsServer } from "../host/natsServer.ts";
+
+// A real nats-server with JetStream for one test suite: random loopback port, temporary store,
+// stopped and deleted after the suite.
+
+export type TestNats = RunningNatsServer & {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  dir: string;
+};
+
+type Hooks = Pick<TestContext, "after"> | { after: (fn: () => Promise<void>) => void };
+
+/** `config` is extra nats-server configuration text (e.g. `max_payload: 8388608`). */
+export async function startTestNats(t: Hooks, opts: { args?: string[]; config?: string } = {}): Promise<TestNats> {
+  const dir = mkdtempSync(join(tmpdir(), "syntropism-nats-"));
+  const args = [...(opts.args ?? [])];
+  if (opts.config) {
+    writeFileSync(join(dir, "server.conf"), `${opts.config}\n`);
+    args.push("-c", join(dir, "server.conf"));
+  }
+  const server = await startNatsServer({ storeDir: join(dir, "js"), portsDir: dir, httpPort: -1, args });
+  const nc = await connect({ servers: server.url });
+  t.after(async () => {
+    await nc.close().catch(() => {});
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { ...server, nc, js: jetstream(nc), jsm: await jetstreamManager(nc), dir };
+}
+
+/**
+ * Collects cleanups registered while a suite's `before` hook runs and runs them (last first) in
+ * the suite's `after` hook: `const scope = suiteScope(after)` at describe level.
+ */
+export function suiteScope(after: (fn: () => Promise<void>) => void): { after: (fn: () => Promise<void>) => void } {
+  const cleanups: (() => Promise<void>)[] = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c().catch((err) => console.error("cleanup failed:", err));
+  });
+  return { after: (fn) => void cleanups.push(fn) };
+}
+
+/**
+ * A nats-server that a fault test can kill -9, restart on the same port and store, or freeze
+ * (SIGSTOP) and thaw. `nc`/`js`/`jsm` reconnect by themselves across restarts.
+ */
+export type RestartableNats = TestNats & {
+  /** SIGKILL, and wait for the process to be gone. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port and store (after kill or stop). */
+  restart(): Promise<void>;
+  /** SIGSTOP: the process keeps its sockets but answers nothing. */
+  freeze(): void;
+  /** SIGCONT. */
+  thaw(): void;
+  /** The current server process's output (for failure dumps). */
+  output(): string;
+};
+
+export async function startRestartableNats(t: Hooks, opts: { args?: string[] } = {}): Promise<RestartableNats> {
+  const dir = mkdtempSync(join(tmpdir(), "syntropism-nats-"));
+  const start = (port: number) => startNatsServer({ storeDir: join(dir, "js"), portsDir: dir, port, args: opts.args });
+  let server = await start(-1);
+  const port = server.port;
+  const nc = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  t.after(async () => {
+    await nc.close().catch(() => {});
+    server.process.kill("SIGCONT");
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const gone = async () => {
+    if (server.process.exitCode !== null || server.process.signalCode !== null) return;
+    const exited = new Promise<void>((r) => server.process.once("exit", () => r()));
+    server.process.kill("SIGKILL");
+    await exited;
+  };
+  return {
+    ...server,
+    nc,
+    js: jetstream(nc),
+    jsm: await jetstreamManager(nc),
+    dir,
+    kill: gone,
+    async restart() {
+      await gone();
+      // the port was just released; another start may briefly find it in TIME_WAIT
+      for (let i = 0; ; i++) {
+        try {
+          server = await start(port);
+          return;
+        } catch (err) {
+          if (i >= 20) throw err;
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+    },
+    freeze: () => void server.process.kill("SIGSTOP"),
+    thaw: () => void server.process.kill("SIGCONT"),
+    output: () => server.output(),
+    stop: async () => {
+      server.process.kill("SIGCONT");
+      await server.stop();
+    },
+  };
+}
