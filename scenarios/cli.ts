@@ -1,6 +1,7 @@
 import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { describeNats, resolveNats } from "../host/configFile.ts";
 import { loadScenario, SCENARIOS_DIR, ScenarioFormatError } from "./format.ts";
 import { formatTable, junitXml, replayScenario, runScenario, startStack, type Report, type Stack } from "./runner.ts";
 
@@ -16,8 +17,9 @@ const USAGE = `Usage: scenario <command>
   replay CORRELATION_ID --scenario NAME|FILE [--json FILE] [--junit FILE]
                                             re-judge a past run from the AUDIT stream only
 
-Environment: NATS_URL (a running stack; unset: one is started for the run, thrown away after),
-DATABASE_URL (with NATS_URL: the invariants also run the ledger check), LOG_LEVEL.
+Environment: NATS_URL (a running stack; unset: the one \`npm start\` wrote to .data/nats.url if it
+answers, else — for run — one started for the run and thrown away after; stderr names the server),
+DATABASE_URL (on a running stack: the invariants also run the ledger check), LOG_LEVEL.
 Exit status: 0 every assertion passed, 1 one failed, 2 the run could not be made, 64 usage.
 `;
 
@@ -57,13 +59,19 @@ export async function main(argv: string[]): Promise<number> {
       const scenario = loadScenario(target);
       const progress = (line: string) => out(`${line}\n`);
       let stack: Stack | undefined;
-      let natsUrl = process.env.NATS_URL;
-      let databaseUrl = process.env.NATS_URL ? process.env.DATABASE_URL : undefined;
+      // a running stack (NATS_URL, or the one `npm start` runs); never the bare default address
+      const nats = await resolveNats();
+      let natsUrl = nats.source === "default" ? undefined : nats.url;
+      let databaseUrl = natsUrl ? process.env.DATABASE_URL : undefined;
       if (!natsUrl) {
         out(`starting a throw-away stack (nats-server, PostgreSQL, the economy's functions); window ${scenario.window_ms} ms\n`);
         stack = await startStack(scenario, (m) => out(`  ${m}\n`));
         ({ natsUrl, databaseUrl } = stack);
-      } else if (scenario.setup.market) out("note: NATS_URL is set, so setup.market is not applied (it applies only to a stack the runner starts)\n");
+        err(`nats: ${natsUrl} (a throw-away stack started for this run${nats.note ? `; ${nats.note}` : ""})\n`);
+      } else {
+        err(`${describeNats(nats)}\n`);
+        if (scenario.setup.market) out(`note: running on an existing stack (${nats.source}), so setup.market is not applied (it applies only to a stack the runner starts)\n`);
+      }
       try {
         const report = await runScenario(scenario, { natsUrl, databaseUrl, progress });
         out(`\n${formatTable(report)}`);
@@ -79,12 +87,13 @@ export async function main(argv: string[]): Promise<number> {
         err("scenario replay: --scenario NAME is required (the scenario whose assertions to judge)\n");
         return 64;
       }
-      const natsUrl = process.env.NATS_URL;
-      if (!natsUrl) {
-        err("scenario replay: set NATS_URL to the server whose AUDIT stream holds the run (a run on a throw-away stack cannot be replayed)\n");
+      const nats = await resolveNats();
+      if (nats.source === "default") {
+        err(`scenario replay: set NATS_URL to the server whose AUDIT stream holds the run, or run it from the folder of the \`npm start\` that holds it (a run on a throw-away stack cannot be replayed)${nats.note ? `; ${nats.note}` : ""}\n`);
         return 2;
       }
-      const report = await replayScenario(loadScenario(name), target, { natsUrl, progress: (l) => out(`${l}\n`) });
+      err(`${describeNats(nats)}\n`);
+      const report = await replayScenario(loadScenario(name), target, { natsUrl: nats.url, progress: (l) => out(`${l}\n`) });
       out(`\n${formatTable(report)}`);
       writeOutputs(argv, report);
       return report.passed ? 0 : 1;
