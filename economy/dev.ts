@@ -10,7 +10,7 @@ const log = createLogger({ bindings: { service: "economy" } });
 const db = await openDatabase({ log: (m) => log.info({}, m) });
 process.env.DATABASE_URL = db.url;
 await db.sql.end({ timeout: 5 });
-if (db.embedded) log.info({ url: db.url.replace(/:[^:@/]+@/, ":***@"), data: ".data/pg" }, "embedded PostgreSQL running");
+if (db.embedded) log.info({ url: db.url.replace(/:[^:@/]+@/, ":***@"), data: ".data/pg", pid: db.embedded.pid }, "embedded PostgreSQL running");
 
 let code = 1;
 try {
@@ -18,6 +18,11 @@ try {
 } catch (err) {
   process.stderr.write(`${(err as Error).message}\n`);
 } finally {
-  await db.embedded?.stop();
+  // last, after `host dev` has stopped the functions that use it and then nats-server; Ctrl-C
+  // does not reach it directly (its own process group: spawnLocalServer in host/natsServer.ts)
+  if (db.embedded) {
+    await db.embedded.stop();
+    log.info({ pid: db.embedded.pid }, "embedded PostgreSQL stopped");
+  }
 }
 process.exit(code);

@@ -308,6 +308,7 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
     if (!server) return;
     await server.stop();
     rmSync(urlFile, { force: true });
+    log.info({ pid: server.pid }, "local nats-server stopped");
   };
   if (!url) {
     const binary = ensureNatsServer((m) => log.info({}, m));
@@ -376,8 +377,9 @@ async function dev(flags: Flags, log: Logger): Promise<number> {
     };
     process.on("SIGINT", () => void stop(0));
     process.on("SIGTERM", () => void stop(0));
-    // Ctrl-C reaches the local server too (same process group): a signalled or clean exit is part
-    // of a shutdown; anything else is a crash, and the stack stops with its last output
+    // Ctrl-C does not reach the local server (its own process group, see spawnLocalServer): it stops
+    // after the functions. Signalled or clean by someone else, it ends the stack quietly; anything
+    // else is a crash, and the stack stops with its last output
     const local = server;
     local?.process.once("exit", (code, signal) => {
       if (stopping) return;
