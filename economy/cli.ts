@@ -18,7 +18,9 @@ const USAGE = `Usage: economy <command> [options]
                           a human's reward: publishes admin.reward.grant (NATS_URL), which mints
   projections rebuild     rewrite the agent_state and market_prices KV buckets from the ledger
 
-Environment: NATS_URL (default nats://127.0.0.1:4222), DATABASE_URL (postgres://…). Unset: the embedded PostgreSQL in .data/pg — the one
+Environment: NATS_URL (unset: the server \`npm start\` wrote to .data/nats.url if it answers, else
+nats://127.0.0.1:4222; reward and projections name it on stderr).
+DATABASE_URL (postgres://…). Unset: the embedded PostgreSQL in .data/pg — the one
 already running there (npm start), or one started for this command.
 `;
 
@@ -26,6 +28,14 @@ function cliHeaders() {
   const h = natsHeaders();
   h.set("Syntropism-Sender", "cli");
   return h;
+}
+
+/** The server `npm start` runs (or NATS_URL's), named on stderr in one line. */
+async function announcedNats(): Promise<string[]> {
+  const { describeNats, resolveNats, serversOf } = await import("../host/configFile.ts");
+  const nats = await resolveNats();
+  console.error(describeNats(nats));
+  return serversOf(nats.url);
 }
 
 export const ExitCode = { Ok: 0, Failed: 1, Usage: 64 } as const;
@@ -107,8 +117,7 @@ export async function run(argv: string[]): Promise<number> {
       }
       const { connect } = await import("@nats-io/transport-node");
       const { jetstream } = await import("@nats-io/jetstream");
-      const { natsServers } = await import("../host/configFile.ts");
-      const nc = await connect({ servers: natsServers(), name: "syntropism-economy-cli" });
+      const nc = await connect({ servers: await announcedNats(), name: "syntropism-economy-cli" });
       try {
         const body = { agent_id: agent, amount: credits, reason: reason ?? "", ...(prompt ? { prompt_id: prompt } : {}), ...(response ? { response } : {}) };
         const ack = await jetstream(nc).publish("admin.reward.grant", JSON.stringify(body), { headers: cliHeaders() });
@@ -121,9 +130,8 @@ export async function run(argv: string[]): Promise<number> {
     if (command === "projections" && sub === "rebuild") {
       const { connect } = await import("@nats-io/transport-node");
       const { Kvm } = await import("@nats-io/kv");
-      const { natsServers } = await import("../host/configFile.ts");
       const { rebuildProjections, AGENT_STATE, MARKET_PRICES } = await import("./projections.ts");
-      const nc = await connect({ servers: natsServers(), name: "syntropism-economy-cli" });
+      const nc = await connect({ servers: await announcedNats(), name: "syntropism-economy-cli" });
       try {
         const kvm = new Kvm(nc);
         const n = await withDatabase(false, async ({ sql }) => rebuildProjections(await kvm.open(AGENT_STATE), await kvm.open(MARKET_PRICES), sql as never));

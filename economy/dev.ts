@@ -11,7 +11,7 @@ const settings = loadSettings();
 const log = createLogger({ level: settings.log.level, bindings: { service: "economy" } });
 const db = await openDatabase({ url: settings.economy.databaseUrl, log: (m) => log.info({}, m) });
 await db.sql.end({ timeout: 5 });
-if (db.embedded) log.info({ url: db.url.replace(/:[^:@/]+@/, ":***@"), data: ".data/pg" }, "embedded PostgreSQL running");
+if (db.embedded) log.info({ url: db.url.replace(/:[^:@/]+@/, ":***@"), data: ".data/pg", pid: db.embedded.pid }, "embedded PostgreSQL running");
 
 let code = 1;
 try {
@@ -19,6 +19,11 @@ try {
 } catch (err) {
   process.stderr.write(`${(err as Error).message}\n`);
 } finally {
-  await db.embedded?.stop();
+  // last, after `host dev` has stopped the functions that use it and then nats-server; Ctrl-C
+  // does not reach it directly (its own process group: spawnLocalServer in host/natsServer.ts)
+  if (db.embedded) {
+    await db.embedded.stop();
+    log.info({ pid: db.embedded.pid }, "embedded PostgreSQL stopped");
+  }
 }
 process.exit(code);

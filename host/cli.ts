@@ -1,15 +1,15 @@
-import { watch, mkdirSync, writeFileSync } from "node:fs";
+import { watch, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { loadSettings, type Settings } from "../config/settings.ts";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { HostConfig } from "./config.ts";
-import { loadConfigFile, natsServers, natsUrl } from "./configFile.ts";
+import { describeNats, loadConfigFile, NATS_URL_FILE, natsServers, resolveNats, serversOf, type ResolvedNats } from "./configFile.ts";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "./deadLetter.ts";
-import { auditVerifyCommand } from "./audit.ts";
-import { coerceError, HostError } from "./errors.ts";
+import { auditVerifyCommand, DEFAULT_AUDIT_STREAM } from "./audit.ts";
+import { coerceError, ErrorCode, HostError } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { ensureNatsServer, isPortFree, startNatsServer, type RunningNatsServer } from "./natsServer.ts";
 import { Host } from "./runtime.ts";
@@ -58,7 +58,8 @@ Common options
   --json            machine-readable output (ls, show, status, plan, audit verify)
   --grace MS        shutdown grace period for in-flight handlers (default 10000)
 
-Environment: NATS_URL (default nats://127.0.0.1:4222), LOG_LEVEL (debug|info|warn|error),
+Environment: NATS_URL (unset: the server \`npm start\` wrote to .data/nats.url if it answers, else
+nats://127.0.0.1:4222; every command says which on stderr), LOG_LEVEL (debug|info|warn|error),
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_TRACES_EXPORTER / OTEL_SERVICE_NAME (tracing; off when unset).
 `;
 
@@ -97,15 +98,58 @@ class UsageError extends Error {
   override name = "UsageError";
 }
 
-async function withJsm<T>(fn: (nc: NatsConnection, jsm: JetStreamManager) => Promise<T>): Promise<T> {
-  const nc = await connect({ servers: natsServers(), name: "syntropism-cli" }).catch((err) => {
-    throw new Error(`cannot connect to NATS at ${natsUrl()} (${(err as Error).message}); set NATS_URL or run \`npm start\``);
+/** The streams a command reads, so that "stream not found" can say which one and what to run. */
+type StreamNeeds = { streams: string[]; config: string };
+
+async function withJsm<T>(nats: ResolvedNats, fn: (nc: NatsConnection, jsm: JetStreamManager) => Promise<T>, needs?: StreamNeeds): Promise<T> {
+  const nc = await connect({ servers: serversOf(nats.url), name: "syntropism-cli" }).catch((err) => {
+    throw new Error(`cannot connect to NATS at ${nats.url} (${(err as Error).message}); set NATS_URL or run \`npm start\``);
   });
   try {
-    return await fn(nc, await jetstreamManager(nc));
+    const jsm = await jetstreamManager(nc);
+    try {
+      return await fn(nc, jsm);
+    } catch (err) {
+      if (needs && isStreamNotFound(err)) {
+        throw new HostError(ErrorCode.StreamMissing, missingStreamsMessage(await missingStreams(jsm, needs.streams), nats, needs.config), { cause: err });
+      }
+      throw err;
+    }
   } finally {
     await nc.drain().catch(() => nc.close());
   }
+}
+
+/** A JetStream "stream not found", possibly wrapped (as `audit verify` does) in an error's cause. */
+function isStreamNotFound(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if (e instanceof JetStreamApiError && e.code === JetStreamApiCodes.StreamNotFound) return true;
+  }
+  return false;
+}
+
+async function missingStreams(jsm: JetStreamManager, wanted: string[]): Promise<string[]> {
+  const have = new Set<string>();
+  for await (const name of jsm.streams.names()) have.add(name);
+  return wanted.filter((name) => !have.has(name));
+}
+
+function missingStreamsMessage(missing: string[], nats: ResolvedNats, config: string): string {
+  const what = missing.length === 0 ? "a stream this command reads" : `${missing.length === 1 ? "stream" : "streams"} ${missing.join(", ")}`;
+  const projectConfig = resolve(config) === resolve("streams.config.ts");
+  const apply = `npm run host -- streams apply${projectConfig ? "" : ` --config ${config}`}`;
+  const them = missing.length > 1 ? "them" : "it";
+  return (
+    `${what} ${missing.length > 1 ? "do" : "does"} not exist on ${describeNats(nats).slice("nats: ".length)}. ` +
+    `Create ${them} with \`${apply}\`` +
+    (projectConfig ? ", or start the stack with `npm start` (it applies streams.config.ts)" : "") +
+    (nats.source === "NATS_URL" ? "" : `, or set NATS_URL to the server that has ${them}`)
+  );
+}
+
+/** The streams a command over `config` may read: the declared ones and the dead-letter stream. */
+function configStreams(config: HostConfig, path: string): StreamNeeds {
+  return { streams: [...config.streams.map((s) => s.name), config.deadLetter.stream], config: path };
 }
 
 const out = (s: string) => process.stdout.write(`${s}\n`);
@@ -120,26 +164,37 @@ export async function main(argv: string[], options: { settings?: Settings } = {}
   }
   const settings = options.settings ?? loadSettings();
   const log = createLogger({ level: settings.log.level, bindings: { service: "host" } });
+  // each command that talks to NATS resolves the server once and says on stderr which it is;
+  // start and trace-bridge as a log line (everything `host start` prints is one JSON object a line)
+  const resolveServer = async (): Promise<ResolvedNats> => {
+    const nats = await resolveNats();
+    if (command === "start" || command === "trace-bridge") log.info({ nats: nats.url, source: nats.source, ...(nats.note ? { note: nats.note } : {}) }, describeNats(nats));
+    else process.stderr.write(`${describeNats(nats)}\n`);
+    return nats;
+  };
   switch (command) {
     case "start":
-      return start(flags, log, settings);
+      return start(flags, log, await resolveServer(), settings);
     case "worker":
       return worker(flags, log, settings);
     case "dev":
       return dev(flags, log, settings);
     case "streams":
-      return streams(sub, flags);
+      return streams(sub, flags, await resolveServer());
     case "dlq":
-      return dlq(sub, rest, flags);
+      return dlq(sub, rest, flags, await resolveServer());
     case "status":
-      return status(flags);
+      return status(flags, await resolveServer());
     case "health":
-      return health(flags);
+      return health(flags, await resolveServer());
     case "audit":
       if (sub !== "verify") throw new UsageError("audit needs verify");
-      return withJsm((_nc, jsm) => auditVerifyCommand(jsm.jetstream(), { stream: flags.stream, subject: flags.subject, json: flags.json }, out));
+      return withJsm(await resolveServer(), (_nc, jsm) => auditVerifyCommand(jsm.jetstream(), { stream: flags.stream, subject: flags.subject, json: flags.json }, out), {
+        streams: [flags.stream ?? DEFAULT_AUDIT_STREAM],
+        config: configPath(flags),
+      });
     case "trace-bridge":
-      return traceBridge(log);
+      return traceBridge(log, await resolveServer());
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -155,12 +210,12 @@ function functionsDir(flags: Flags): string {
 
 // ---------------------------------------------------------------------------------------- start
 
-async function start(flags: Flags, log: Logger, settings: Settings): Promise<number> {
+async function start(flags: Flags, log: Logger, nats: ResolvedNats, settings: Settings): Promise<number> {
   const workers = intFlag(flags.workers ?? String(settings.host.workers), "workers", 1, 1);
   const grace = intFlag(flags.grace, "grace", 10_000);
   const config = await loadConfigFile(configPath(flags));
   // plan (and apply) once here, so N workers do not race to create the same streams
-  await withJsm(async (nc, jsm) => {
+  await withJsm(nats, async (nc, jsm) => {
     const plan = await planStreams(jsm, config);
     if (!plan.drift) return;
     if (!flags.apply) {
@@ -169,7 +224,8 @@ async function start(flags: Flags, log: Logger, settings: Settings): Promise<num
     for (const line of await applyPlan(nc, jsm, plan)) log.info({}, line);
   });
   const args = ["worker", "--functions", functionsDir(flags), "--config", configPath(flags), "--grace", String(grace)];
-  const supervisor = new Supervisor({ workers, module: fileURLToPath(import.meta.url), args, log, stopTimeoutMs: grace + 10_000 });
+  // the workers get the server resolved here (it may have come from .data/nats.url) as their NATS_URL
+  const supervisor = new Supervisor({ workers, module: fileURLToPath(import.meta.url), args, log, stopTimeoutMs: grace + 10_000, env: { NATS_URL: nats.url } });
   let stopping: Promise<void> | undefined;
   const done = new Promise<number>((resolveExit) => {
     const onSignal = (signal: NodeJS.Signals) => {
@@ -186,7 +242,7 @@ async function start(flags: Flags, log: Logger, settings: Settings): Promise<num
     log.error({ err: coerceError(err) }, "start-up failed");
     return 1;
   }
-  log.info({ workers, pids: supervisor.pids, nats: natsUrl() }, "all workers ready");
+  log.info({ workers, pids: supervisor.pids, nats: nats.url }, "all workers ready");
   return done;
 }
 
@@ -249,6 +305,14 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
   let stopping = false;
   let server: RunningNatsServer | undefined;
   let url = settings.nats.url;
+  // the other CLIs find the local server through this file; it goes when the server does
+  const urlFile = resolve(NATS_URL_FILE);
+  const stopServer = async () => {
+    if (!server) return;
+    await server.stop();
+    rmSync(urlFile, { force: true });
+    log.info({ pid: server.pid }, "local nats-server stopped");
+  };
   if (!url) {
     const binary = ensureNatsServer((m) => log.info({}, m));
     const dataDir = resolve(".data/nats");
@@ -257,7 +321,7 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
     const httpPort = (await isPortFree(8222)) ? 8222 : -1;
     server = await startNatsServer({ binary, storeDir: dataDir, portsDir: resolve(".data/run"), port, httpPort, serverName: "syntropism-dev" });
     url = server.url;
-    writeFileSync(resolve(".data/nats.url"), `${url}\n`);
+    writeFileSync(urlFile, `${url}\n`);
     if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");
   }
   const config = await loadConfigFile(configPath(flags));
@@ -269,7 +333,7 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
     await host.start();
   } catch (err) {
     await host.stop().catch(() => {});
-    await server?.stop();
+    await stopServer();
     throw err;
   }
 
@@ -295,7 +359,7 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
       `  functions     ${dir}  (${host.functions.length} loaded; edits reload without a restart)`,
       "",
       `  try:  nats --server ${url} micro ls`,
-      `        npm run host -- status        (with NATS_URL=${url})`,
+      `        npm run host -- status        ${server ? `(from this folder: the CLIs find this server through ${NATS_URL_FILE})` : `(with NATS_URL=${url})`}`,
       "  Ctrl-C stops everything.",
       "",
     ].join("\n") + "\n",
@@ -311,13 +375,14 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
       await reloading;
       await host.stop();
       await tracing.shutdown();
-      await server?.stop();
+      await stopServer();
       resolveExit(code);
     };
     process.on("SIGINT", () => void stop(0));
     process.on("SIGTERM", () => void stop(0));
-    // Ctrl-C reaches the local server too (same process group): a signalled or clean exit is part
-    // of a shutdown; anything else is a crash, and the stack stops with its last output
+    // Ctrl-C does not reach the local server (its own process group, see spawnLocalServer): it stops
+    // after the functions. Signalled or clean by someone else, it ends the stack quietly; anything
+    // else is a crash, and the stack stops with its last output
     const local = server;
     local?.process.once("exit", (code, signal) => {
       if (stopping) return;
@@ -330,9 +395,9 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
 
 // -------------------------------------------------------------------------------------- streams
 
-async function streams(sub: string | undefined, flags: Flags): Promise<number> {
+async function streams(sub: string | undefined, flags: Flags, nats: ResolvedNats): Promise<number> {
   const config = await loadConfigFile(configPath(flags));
-  return withJsm(async (nc, jsm) => {
+  return withJsm(nats, async (nc, jsm) => {
     const plan = await planStreams(jsm, config);
     if (sub === "plan") {
       out(flags.json ? JSON.stringify(plan, null, 2) : formatPlan(plan));
@@ -358,10 +423,10 @@ function dlqJson(dl: DeadLetter) {
   return { ...dl, data: printable(dl.data, 1 << 20) };
 }
 
-async function dlq(sub: string | undefined, args: string[], flags: Flags): Promise<number> {
+async function dlq(sub: string | undefined, args: string[], flags: Flags, nats: ResolvedNats): Promise<number> {
   const config: HostConfig = await loadConfigFile(configPath(flags));
   const { stream, subjectPrefix: prefix } = config.deadLetter;
-  return withJsm(async (nc, jsm) => {
+  return withJsm(nats, async (nc, jsm) => {
     switch (sub) {
       case "ls": {
         const list = await listDeadLetters(jsm, stream, { fn: flags.fn, prefix, limit: intFlag(flags.limit, "limit", 100, 1) });
@@ -414,15 +479,15 @@ async function dlq(sub: string | undefined, args: string[], flags: Flags): Promi
       default:
         throw new UsageError("dlq needs ls, show, replay or purge");
     }
-  });
+  }, configStreams(config, configPath(flags)));
 }
 
 // --------------------------------------------------------------------------------- trace bridge
 
-async function traceBridge(log: Logger): Promise<number> {
+async function traceBridge(log: Logger, nats: ResolvedNats): Promise<number> {
   const url = otlpTracesUrl();
   if (!url) throw new UsageError("trace-bridge needs OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)");
-  const nc = await connect({ servers: natsServers(), name: "syntropism-trace-bridge", maxReconnectAttempts: -1 });
+  const nc = await connect({ servers: serversOf(nats.url), name: "syntropism-trace-bridge", maxReconnectAttempts: -1 });
   const bridge = new TraceBridge({ nc, url, log });
   bridge.start();
   await nc.flush();
@@ -441,27 +506,37 @@ async function traceBridge(log: Logger): Promise<number> {
 
 // --------------------------------------------------------------------------------------- status
 
-async function status(flags: Flags): Promise<number> {
-  const config = await loadConfigFile(configPath(flags));
-  const interval = intFlag(flags.interval, "interval", 1000);
-  return withJsm(async (nc, jsm) => {
-    const report = await collectStatus(nc, jsm, config, { intervalMs: interval });
-    out(flags.json ? JSON.stringify(report, null, 2) : formatStatus(report));
-    return 0;
-  });
+/** status and health read around missing streams; this says on stderr which are missing, where. */
+async function noteMissingStreams(jsm: JetStreamManager, nats: ResolvedNats, needs: StreamNeeds): Promise<void> {
+  const missing = await missingStreams(jsm, needs.streams);
+  if (missing.length) process.stderr.write(`host: ${missingStreamsMessage(missing, nats, needs.config)}\n`);
 }
 
-async function health(flags: Flags): Promise<number> {
+async function status(flags: Flags, nats: ResolvedNats): Promise<number> {
   const config = await loadConfigFile(configPath(flags));
-  return withJsm(async (nc, jsm) => {
+  const interval = intFlag(flags.interval, "interval", 1000);
+  const needs = configStreams(config, configPath(flags));
+  return withJsm(nats, async (nc, jsm) => {
+    const report = await collectStatus(nc, jsm, config, { intervalMs: interval });
+    out(flags.json ? JSON.stringify(report, null, 2) : formatStatus(report));
+    await noteMissingStreams(jsm, nats, needs);
+    return 0;
+  }, needs);
+}
+
+async function health(flags: Flags, nats: ResolvedNats): Promise<number> {
+  const config = await loadConfigFile(configPath(flags));
+  const needs = configStreams(config, configPath(flags));
+  return withJsm(nats, async (nc, jsm) => {
     const h = healthOf(await collectStatus(nc, jsm, config, { intervalMs: 0 }));
+    await noteMissingStreams(jsm, nats, needs);
     if (flags.json) out(JSON.stringify(h, null, 2));
     else {
       out(`${h.status} (${h.workers} worker(s) answering)`);
       for (const d of h.degraded) for (const p of d.problems) out(`  ${d.fn}  ${p}`);
     }
     return h.status === "ok" ? 0 : 1;
-  });
+  }, needs);
 }
 
 // ---------------------------------------------------------------------------------------- entry

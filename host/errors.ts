@@ -16,6 +16,8 @@ export const ErrorCode = {
   Poison: "HOST_ERR_POISON",
   StreamFull: "HOST_ERR_STREAM_FULL",
   Drift: "HOST_ERR_STREAM_DRIFT",
+  /** A stream a command needs does not exist on the server it talked to. */
+  StreamMissing: "HOST_ERR_STREAM_MISSING",
   NatsServerMissing: "HOST_ERR_NATS_SERVER_MISSING",
   Handler: "HOST_ERR_HANDLER",
   /** A subject outside the message contract's taxonomy (contract/subjects.ts). */

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 import { loadSettings } from "../config/settings.ts";
 import { existsSync, mkdirSync, readFileSync, readdirSync, accessSync, constants } from "node:fs";
 import { createServer } from "node:net";
@@ -105,6 +105,32 @@ export function isPortFree(port: number, host = "127.0.0.1"): Promise<boolean> {
   });
 }
 
+let pdeathsig: boolean | undefined;
+/** util-linux's `setpriv --pdeathsig` is there (Linux); probed once. */
+function hasPdeathsig(): boolean {
+  if (pdeathsig === undefined) {
+    const r = process.platform === "linux" ? spawnSync("setpriv", ["--help"], { encoding: "utf8" }) : undefined;
+    pdeathsig = r?.status === 0 && r.stdout.includes("--pdeathsig");
+  }
+  return pdeathsig;
+}
+
+/**
+ * Spawns a local server (nats-server here, PostgreSQL in economy/embeddedPostgres.ts) in a process
+ * group of its own (`detached`). Ctrl-C in a terminal sends SIGINT to the whole foreground group; a
+ * server that got it too would shut down under the functions still using it, and they would log
+ * errors. Out of the group, only the process that started it stops it, after its functions.
+ *
+ * It stays tied to that process's lifetime: on Linux, `setpriv --pdeathsig SIG` has the kernel send
+ * it `deathSignal` when that process dies, however it dies (even by SIGKILL, when no exit hook
+ * runs); setpriv execs the server, so the child's pid is the server's. Callers also stop it from a
+ * process "exit" hook, which is all there is where setpriv is missing.
+ */
+export function spawnLocalServer(command: string, args: string[], options: SpawnOptions, deathSignal: "INT" | "TERM"): ChildProcess {
+  const [file, argv] = hasPdeathsig() ? ["setpriv", ["--pdeathsig", deathSignal, "--", command, ...args]] : [command, args];
+  return spawn(file, argv, { ...options, detached: true });
+}
+
 export async function startNatsServer(options: NatsServerOptions): Promise<RunningNatsServer> {
   const binary = options.binary ?? findNatsServer();
   if (!binary) throw new HostError(ErrorCode.NatsServerMissing, INSTALL_HINT);
@@ -117,7 +143,7 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
   if (options.serverName) args.push("-n", options.serverName);
   args.push(...(options.args ?? []));
 
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawnLocalServer(binary, args, { stdio: ["ignore", "pipe", "pipe"] }, "TERM");
   let out = "";
   const keep = (chunk: Buffer) => {
     out += chunk.toString();

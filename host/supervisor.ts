@@ -27,6 +27,8 @@ export type SupervisorOptions = {
   stopTimeoutMs: number;
   restartInitialMs?: number;
   restartMaxMs?: number;
+  /** Variables set in each worker's environment on top of this process's (e.g. the resolved NATS_URL). */
+  env?: Record<string, string>;
 };
 
 type Slot = { index: number; child?: ChildProcess; ready: boolean; readyAt: number; restarts: number; timer?: NodeJS.Timeout };
@@ -71,7 +73,7 @@ export class Supervisor {
     slot.ready = false;
     const child = fork(this.#opts.module, this.#opts.args, {
       execArgv: workerExecArgv(),
-      env: { ...process.env, SYNTROPISM_WORKER: String(slot.index) },
+      env: { ...process.env, ...this.#opts.env, SYNTROPISM_WORKER: String(slot.index) },
       stdio: ["ignore", "pipe", "pipe", "ipc"],
     });
     slot.child = child;

@@ -2,6 +2,7 @@ import { readdirSync, writeFileSync } from "node:fs";
 import { loadSettings } from "../config/settings.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { describeNats, resolveNats } from "../host/configFile.ts";
 import { loadScenario, SCENARIOS_DIR, ScenarioFormatError } from "./format.ts";
 import { formatTable, junitXml, replayScenario, runScenario, startStack, type Report, type Stack } from "./runner.ts";
 
@@ -17,8 +18,9 @@ const USAGE = `Usage: scenario <command>
   replay CORRELATION_ID --scenario NAME|FILE [--json FILE] [--junit FILE]
                                             re-judge a past run from the AUDIT stream only
 
-Environment: NATS_URL (a running stack; unset: one is started for the run, thrown away after),
-DATABASE_URL (with NATS_URL: the invariants also run the ledger check), LOG_LEVEL.
+Environment: NATS_URL (a running stack; unset: the one \`npm start\` wrote to .data/nats.url if it
+answers, else — for run — one started for the run and thrown away after; stderr names the server),
+DATABASE_URL (on a running stack: the invariants also run the ledger check), LOG_LEVEL.
 Exit status: 0 every assertion passed, 1 one failed, 2 the run could not be made, 64 usage.
 `;
 
@@ -58,14 +60,19 @@ export async function main(argv: string[]): Promise<number> {
       const scenario = loadScenario(target);
       const progress = (line: string) => out(`${line}\n`);
       let stack: Stack | undefined;
-      const settings = loadSettings();
-      let natsUrl = settings.nats.url;
-      let databaseUrl = natsUrl ? settings.economy.databaseUrl : undefined;
+      // a running stack (NATS_URL, or the one `npm start` runs); never the bare default address
+      const nats = await resolveNats();
+      let natsUrl = nats.source === "default" ? undefined : nats.url;
+      let databaseUrl = natsUrl ? loadSettings().economy.databaseUrl : undefined;
       if (!natsUrl) {
         out(`starting a throw-away stack (nats-server, PostgreSQL, the economy's functions); window ${scenario.window_ms} ms\n`);
         stack = await startStack(scenario, (m) => out(`  ${m}\n`));
         ({ natsUrl, databaseUrl } = stack);
-      } else if (scenario.setup.market) out("note: NATS_URL is set, so setup.market is not applied (it applies only to a stack the runner starts)\n");
+        err(`nats: ${natsUrl} (a throw-away stack started for this run${nats.note ? `; ${nats.note}` : ""})\n`);
+      } else {
+        err(`${describeNats(nats)}\n`);
+        if (scenario.setup.market) out(`note: running on an existing stack (${nats.source}), so setup.market is not applied (it applies only to a stack the runner starts)\n`);
+      }
       try {
         const report = await runScenario(scenario, { natsUrl, databaseUrl, progress });
         out(`\n${formatTable(report)}`);
@@ -81,12 +88,13 @@ export async function main(argv: string[]): Promise<number> {
         err("scenario replay: --scenario NAME is required (the scenario whose assertions to judge)\n");
         return 64;
       }
-      const natsUrl = loadSettings().nats.url;
-      if (!natsUrl) {
-        err("scenario replay: set NATS_URL to the server whose AUDIT stream holds the run (a run on a throw-away stack cannot be replayed)\n");
+      const nats = await resolveNats();
+      if (nats.source === "default") {
+        err(`scenario replay: set NATS_URL to the server whose AUDIT stream holds the run, or run it from the folder of the \`npm start\` that holds it (a run on a throw-away stack cannot be replayed)${nats.note ? `; ${nats.note}` : ""}\n`);
         return 2;
       }
-      const report = await replayScenario(loadScenario(name), target, { natsUrl, progress: (l) => out(`${l}\n`) });
+      err(`${describeNats(nats)}\n`);
+      const report = await replayScenario(loadScenario(name), target, { natsUrl: nats.url, progress: (l) => out(`${l}\n`) });
       out(`\n${formatTable(report)}`);
       writeOutputs(argv, report);
       return report.passed ? 0 : 1;
