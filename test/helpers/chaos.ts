@@ -174,13 +174,16 @@ export async function assertNothingLost(
   jsm: JetStreamManager,
   run: { idPrefix: string; acked: Set<string>; serverLost?: Set<string> },
   timeoutMs = 120_000,
-): Promise<void> {
+): Promise<number> {
+  // serverLost: bids nats-server itself may have lost (acknowledged, then gone in a kill -9); they
+  // are not owed, and how many of them are indeed missing is returned
   const owed = run.acked.size - (run.serverLost?.size ?? 0);
   await waitFor("every acknowledged bid recorded", async () => ((await bidsRecorded(sql, run.idPrefix)) >= owed ? true : undefined), timeoutMs, 200);
   const rows = await sql<{ source_msg_id: string; n: bigint; status: string }[]>`
     SELECT source_msg_id, count(*)::bigint AS n, min(status) AS status FROM bids WHERE source_msg_id LIKE ${`${run.idPrefix}-%`} GROUP BY source_msg_id`;
   const recorded = new Map(rows.map((r) => [r.source_msg_id, r]));
   const missing = [...run.acked].filter((id) => !recorded.has(id) && !run.serverLost?.has(id));
+  const lostByServer = [...(run.serverLost ?? [])].filter((id) => !recorded.has(id)).length;
   assert.deepEqual(missing.slice(0, 10), [], `${missing.length} acknowledged bids are not in the ledger`);
   const twice = rows.filter((r) => Number(r.n) !== 1);
   assert.deepEqual(twice.slice(0, 10), [], "a bid is recorded twice");
@@ -202,4 +205,5 @@ export async function assertNothingLost(
   }, 60_000, 500);
   assert.equal(bids.distinct, rows.length, "a committed bid's event is missing from AUDIT");
   assert.equal(bids.messages, bids.distinct, "an event id appears twice on AUDIT");
+  return lostByServer;
 }
