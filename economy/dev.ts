@@ -1,6 +1,6 @@
 import { createLogger } from "../host/log.ts";
 import { main } from "../host/cli.ts";
-import { openDatabase } from "./db.ts";
+import { databaseLogLine, openDatabase } from "./db.ts";
 
 // `npm start`: the whole economy on embedded defaults — PostgreSQL (embedded, data in .data/pg,
 // unless DATABASE_URL names a server), then `host dev` (a local nats-server unless NATS_URL, the
@@ -10,7 +10,8 @@ const log = createLogger({ bindings: { service: "economy" } });
 const db = await openDatabase({ log: (m) => log.info({}, m) });
 process.env.DATABASE_URL = db.url;
 await db.sql.end({ timeout: 5 });
-if (db.embedded) log.info({ url: db.url.replace(/:[^:@/]+@/, ":***@"), data: ".data/pg", pid: db.embedded.pid }, "embedded PostgreSQL running");
+const line = databaseLogLine(db);
+log.info(line.fields, line.msg);
 
 let code = 1;
 try {
