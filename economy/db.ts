@@ -127,6 +127,12 @@ export type Database = {
   sql: Sql;
   /** Set when this call started the embedded server (close() stops it). */
   embedded?: RunningPostgres;
+  /**
+   * Set when the database is the embedded cluster (started by this call, or found running):
+   * `dataDir` is where it really lives, which as root may differ from the `requested` directory
+   * (effectiveDataDir in embeddedPostgres.ts).
+   */
+  cluster?: { requested: string; dataDir: string; pid: number };
   /** Ends the pool, then stops the embedded server if this call started it. */
   close(): Promise<void>;
 };
@@ -148,14 +154,18 @@ export type OpenDatabaseOptions = ConnectOptions & {
 export async function openDatabase(options: OpenDatabaseOptions = {}): Promise<Database> {
   let url = options.url ?? loadSettings().economy.databaseUrl;
   let embedded: RunningPostgres | undefined;
+  let cluster: Database["cluster"];
   if (!url) {
-    const dataDir = resolve(options.dataDir ?? DEFAULT_DATA_DIR);
-    const running = runningCluster(effectiveDataDir(dataDir));
+    const requested = resolve(options.dataDir ?? DEFAULT_DATA_DIR);
+    const dataDir = effectiveDataDir(requested);
+    const running = runningCluster(dataDir);
     if (running) {
       url = running.url;
+      cluster = { requested, dataDir, pid: running.pid };
     } else {
-      embedded = await startEmbeddedPostgres({ dataDir, log: options.log });
+      embedded = await startEmbeddedPostgres({ dataDir: requested, log: options.log });
       url = embedded.url;
+      cluster = { requested, dataDir: embedded.dataDir, pid: embedded.pid };
     }
   }
   const sql = connect(url, options);
@@ -169,5 +179,20 @@ export async function openDatabase(options: OpenDatabaseOptions = {}): Promise<D
     await close();
     throw err;
   }
-  return { url, sql, embedded, close };
+  return { url, sql, embedded, cluster, close };
+}
+
+/**
+ * What `npm start` logs about its database: the server, and for the embedded cluster the directory
+ * it really lives in (and the one asked for, when that differs) and whether this start created it
+ * — initdb is reported only when it ran.
+ */
+export function databaseLogLine(db: Pick<Database, "url" | "embedded" | "cluster">): { msg: string; fields: Record<string, unknown> } {
+  const url = db.url.replace(/:[^:@/]+@/, ":***@");
+  if (!db.cluster) return { msg: "PostgreSQL from DATABASE_URL", fields: { url } };
+  const { dataDir, requested, pid } = db.cluster;
+  const where = { url, data: dataDir, ...(dataDir === requested ? {} : { requested }), pid };
+  if (!db.embedded) return { msg: "embedded PostgreSQL already running; using it", fields: { ...where, initdb: false } };
+  if (!db.embedded.initialised) return { msg: "embedded PostgreSQL running on its existing cluster", fields: { ...where, initdb: false } };
+  return { msg: "embedded PostgreSQL running on a new cluster", fields: { ...where, initdb: true, initdb_ms: Math.round(db.embedded.timings.initdbMs) } };
 }

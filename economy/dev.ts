@@ -1,7 +1,7 @@
 import { createLogger } from "../host/log.ts";
 import { main } from "../host/cli.ts";
 import { loadSettings } from "../config/settings.ts";
-import { openDatabase } from "./db.ts";
+import { databaseLogLine, openDatabase } from "./db.ts";
 
 // `npm start`: the whole economy on embedded defaults — PostgreSQL (embedded, data in .data/pg,
 // unless DATABASE_URL names a server), then `host dev` (a local nats-server unless NATS_URL, the
@@ -11,7 +11,8 @@ const settings = loadSettings();
 const log = createLogger({ level: settings.log.level, bindings: { service: "economy" } });
 const db = await openDatabase({ url: settings.economy.databaseUrl, log: (m) => log.info({}, m) });
 await db.sql.end({ timeout: 5 });
-if (db.embedded) log.info({ url: db.url.replace(/:[^:@/]+@/, ":***@"), data: ".data/pg", pid: db.embedded.pid }, "embedded PostgreSQL running");
+const line = databaseLogLine(db);
+log.info(line.fields, line.msg);
 
 let code = 1;
 try {

@@ -329,13 +329,16 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     );
   }
 
-  const t0 = performance.now();
   prepareDataDir(dataDir, runAs, binaries);
   const initialised = !existsSync(join(dataDir, "PG_VERSION"));
   let password: string;
+  // 0 unless initdb runs: an existing cluster is not reported as initialised
+  let initdbMs = 0;
   if (initialised) {
     log(`initialising a PostgreSQL cluster in ${dataDir} (as OS user ${runAs.name})`);
+    const t0 = performance.now();
     password = initdb(binaries, dataDir, user, runAs, ephemeral, timeoutMs);
+    initdbMs = performance.now() - t0;
   } else {
     const kept = clusterPassword(dataDir);
     if (!kept) {
@@ -346,7 +349,6 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     }
     password = kept;
   }
-  const initdbMs = performance.now() - t0;
 
   const settings: Record<string, string> = {
     listen_addresses: "127.0.0.1",
@@ -370,7 +372,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   }
   const startMs = performance.now() - t1;
   const { child, output, exited } = launched;
-  log(`PostgreSQL ready on 127.0.0.1:${port} (initdb ${Math.round(initdbMs)} ms, start ${Math.round(startMs)} ms)`);
+  log(`PostgreSQL ready on 127.0.0.1:${port}, data in ${dataDir} (${initialised ? `new cluster: initdb ${Math.round(initdbMs)} ms` : "existing cluster, no initdb"}; start ${Math.round(startMs)} ms)`);
 
   let stoppedSync = false;
   const stopSync = () => {

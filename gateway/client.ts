@@ -1,16 +1,17 @@
 import { resolve } from "node:path";
-import Bottleneck from "bottleneck";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport, getDefaultEnvironment } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ToolListChangedNotificationSchema, ErrorCode, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import { DEFAULT_TIMEOUT_MS, type GatewayConfig, type ServerConfig } from "./config.ts";
+import { ServerLimiter } from "./limiter.ts";
 
 // The gateway's MCP client: one SDK Client per declared server, connected on first use, its tools
 // listed once at connect and kept. A connection that closes (the stdio process died, the HTTP
 // session failed) is dropped; the next use reconnects — after a backoff that doubles with each
 // consecutive failure (250 ms … 10 s), so a crashing server is not respawned in a tight loop.
-// Calls to one server go through a bottleneck limiter (max concurrent, min gap) in this process.
+// Calls to one server go through a limiter (max concurrent, min gap between starts; limiter.ts) in
+// this process.
 
 export type GatewayErrorCode = "UNKNOWN_SERVER" | "UNKNOWN_TOOL" | "INVALID_PARAMS" | "TIMEOUT" | "UNAVAILABLE" | "TOOL_ERROR";
 
@@ -33,7 +34,7 @@ type Conn = {
   tools?: Tool[];
   failures: number;
   retryAt: number;
-  limiter: Bottleneck;
+  limiter: ServerLimiter;
   stderrTail: string[];
 };
 
@@ -72,7 +73,7 @@ export class McpGateway {
     let c = this.#conns.get(name);
     if (!c) {
       const s = this.server(name);
-      c = { failures: 0, retryAt: 0, stderrTail: [], limiter: new Bottleneck({ maxConcurrent: s.max_concurrent ?? 4, minTime: s.min_time_ms ?? 0 }) };
+      c = { failures: 0, retryAt: 0, stderrTail: [], limiter: new ServerLimiter({ maxConcurrent: s.max_concurrent ?? 4, minTimeMs: s.min_time_ms ?? 0 }) };
       this.#conns.set(name, c);
     }
     return c;
@@ -215,10 +216,10 @@ export class McpGateway {
     this.#conns.clear();
     await Promise.all(
       conns.map(async (c) => {
+        c.limiter.stop(new GatewayError("UNAVAILABLE", "the gateway is closed", true));
         const client = c.client ?? (await c.connecting?.catch(() => undefined));
         c.client = undefined;
         await client?.close().catch(() => {});
-        await c.limiter.stop({ dropWaitingJobs: true }).catch(() => {});
       }),
     );
   }

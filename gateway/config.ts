@@ -19,7 +19,7 @@ const common = {
   /** credits per call of a tool not listed in `tools` */
   default_cost: v.optional(credits),
   tools: v.optional(v.record(v.string(), toolConfig)),
-  /** bottleneck: calls in flight to this server from one worker, and the minimum gap between calls */
+  /** the limiter (limiter.ts): calls in flight to this server from one worker, and the minimum gap between call starts */
   max_concurrent: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
   min_time_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   /** per-call timeout when the request gives none */

@@ -75,7 +75,7 @@ test("npm start - SIGINT to its process group stops functions, then nats-server,
   const portsFile = readdirSync(join(cwd, ".data", "run")).find((f) => /^nats-server_\d+\.ports$/.test(f));
   assert.ok(portsFile, "no nats-server ports file in .data/run");
   const natsPid = Number(/_(\d+)\.ports$/.exec(portsFile)![1]);
-  const running = out.split("\n").map(parse).find((l) => l?.msg === "embedded PostgreSQL running");
+  const running = out.split("\n").map(parse).find((l) => String(l?.msg).startsWith("embedded PostgreSQL running"));
   assert.ok(running, `no "embedded PostgreSQL running" line:\n${out}`);
   const pgPid = Number(running.pid);
   assert.ok(alive(natsPid) && alive(pgPid));
