@@ -180,7 +180,10 @@ export async function placeBid(sql: Sql, cause: Cause, input: BidInput, windowId
   return (await placeBids(sql, [{ cause, input, windowId }]))[0]!;
 }
 
-/** A bid's answer and the events its group recorded for it, to publish after commit. */
+/**
+ * A bid's answer and the events its group recorded for it, to publish after commit. A duplicate
+ * (the same command twice in a group, or redelivered) publishes from the outbox instead.
+ */
 export type PlacedBid = { result: BidResult; events: Recorded[] };
 
 /**
@@ -221,17 +224,11 @@ export class BidBatcher {
           const results = await placeBids(sql, group.map((g) => g.req), recorded);
           const bySource = new Map<string, Recorded[]>();
           for (const r of recorded) {
-            const src = r.sourceMsgId;
-            bySource.set(src, [...(bySource.get(src) ?? []), r]);
+            const list = bySource.get(r.sourceMsgId);
+            if (list) list.push(r);
+            else bySource.set(r.sourceMsgId, [r]);
           }
-          // the same command twice in one group: its events go out once, with the first
-          const taken = new Set<string>();
-          group.forEach((g, i) => {
-            const src = g.req.cause.sourceMsgId;
-            const events = taken.has(src) ? [] : (bySource.get(src) ?? []);
-            taken.add(src);
-            g.resolve({ result: results[i]!, events });
-          });
+          group.forEach((g, i) => g.resolve({ result: results[i]!, events: bySource.get(g.req.cause.sourceMsgId) ?? [] }));
         } catch (err) {
           group.forEach((g) => g.reject(err));
         }

@@ -70,9 +70,8 @@ export async function recordCaused(tx: Db, items: { cause: Cause; event: EventIn
       metadata: { source_msg_id: cause.sourceMsgId },
     });
     envelopes.push(env);
-    const json = JSON.stringify(env);
-    rows.push({ id: env.id, src: cause.sourceMsgId, subject: def.subject, env: json });
-    sink?.push({ id: env.id, subject: def.subject, json, envelope: env, sourceMsgId: cause.sourceMsgId });
+    rows.push({ id: env.id, src: cause.sourceMsgId, subject: def.subject, env: JSON.stringify(env) });
+    sink?.push({ id: env.id, subject: def.subject, envelope: env, sourceMsgId: cause.sourceMsgId });
   }
   if (rows.length) {
     await tx`INSERT INTO outbox (event_id, source_msg_id, subject, envelope)
@@ -84,7 +83,7 @@ export async function recordCaused(tx: Db, items: { cause: Cause; event: EventIn
 }
 
 /** An event recorded in the outbox, ready to publish after commit. */
-export type Recorded = { id: string; subject: string; json: string; envelope: Envelope; sourceMsgId: string };
+export type Recorded = { id: string; subject: string; envelope: Envelope; sourceMsgId: string };
 
 /**
  * Publishes events just recorded (after their transaction committed) from memory and marks them;
@@ -93,7 +92,12 @@ export type Recorded = { id: string; subject: string; json: string; envelope: En
 export async function publishRecorded(publish: EventPublisher, sql: Sql, recorded: Recorded[]): Promise<void> {
   if (!recorded.length) return;
   await Promise.all(recorded.map((r) => publish(r.subject, r.envelope, r.id)));
-  await sql`UPDATE outbox SET published_at = now() WHERE event_id = ANY(${recorded.map((r) => r.id)}::text[])`;
+  await markPublished(sql, recorded.map((r) => r.id));
+}
+
+/** Marks events published (those not marked yet: a relay may have been first). */
+export async function markPublished(sql: Sql, eventIds: string[]): Promise<void> {
+  await sql`UPDATE outbox SET published_at = now() WHERE event_id = ANY(${eventIds}::text[]) AND published_at IS NULL`;
 }
 
 /** Publishes the unpublished events of one or more commands, in order, and marks them. */

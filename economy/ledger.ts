@@ -2,9 +2,11 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type postgres from "postgres";
 import type { Db } from "./db.ts";
 import {
+  EconomyErrorCode,
   IdempotencyConflictError,
   InsufficientFundsError,
   InvalidArgumentError,
+  isEconomyError,
   isSerializationError,
   UnknownAgentError,
 } from "./errors.ts";
@@ -151,6 +153,16 @@ export async function balance(db: Db, agentId: string): Promise<Balance> {
   const b = BigInt(row.balance);
   const r = BigInt(row.reserved);
   return { balance: b, reserved: r, available: b - r };
+}
+
+/** `balance` for a reader: an id no agent could have (malformed) is an unknown agent too. */
+export async function agentBalance(db: Db, agentId: string): Promise<Balance> {
+  try {
+    return await balance(db, agentId);
+  } catch (err) {
+    if (isEconomyError(err) && err.code === EconomyErrorCode.InvalidArgument) throw new UnknownAgentError(agentId);
+    throw err;
+  }
 }
 
 export type OpenAccountOptions = { parentId?: string; sourceMsgId?: string };

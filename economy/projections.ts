@@ -66,39 +66,3 @@ export async function rebuildProjections(agents: KV, prices: KV, sql: Sql): Prom
   return { agents: ids.length, prices: p.length };
 }
 
-/**
- * Coalesces read-model updates: agents marked dirty are projected together shortly after (one
- * query and one put per agent however many commits touched it meanwhile). The state written is
- * read after the last of those commits, so KV never shows an older state than the commit that
- * marked it.
- */
-export class AgentProjector {
-  readonly #kv: () => Promise<KV>;
-  readonly #sql: () => Promise<Sql>;
-  readonly #delayMs: number;
-  #dirty = new Set<string>();
-  #timer?: NodeJS.Timeout;
-  #flushing: Promise<void> = Promise.resolve();
-
-  constructor(kv: () => Promise<KV>, sql: () => Promise<Sql>, delayMs = 20) {
-    this.#kv = kv;
-    this.#sql = sql;
-    this.#delayMs = delayMs;
-  }
-
-  mark(agentIds: Iterable<string>): void {
-    for (const id of agentIds) this.#dirty.add(id);
-    if (!this.#timer && this.#dirty.size) {
-      this.#timer = setTimeout(() => {
-        this.#timer = undefined;
-        this.#flushing = this.#flushing.then(() => this.flush()).catch(() => {});
-      }, this.#delayMs);
-    }
-  }
-
-  async flush(): Promise<void> {
-    const ids = [...this.#dirty];
-    this.#dirty.clear();
-    if (ids.length) await projectAgents(await this.#kv(), await this.#sql(), ids);
-  }
-}

@@ -1,14 +1,14 @@
 import type { KV } from "@nats-io/kv";
 import { defineResource, NonRetriableError, type FunctionContext, type Logger } from "syntropism";
 import { settingsOf, type Settings } from "../config/settings.ts";
-import { connect, type Sql, type TransactionSql } from "./db.ts";
+import { connect, DEFAULT_DATA_DIR, migrate, type Sql, type TransactionSql } from "./db.ts";
+import { Coalescer } from "./coalesce.ts";
 import { effectiveDataDir, runningCluster } from "./embeddedPostgres.ts";
 import { EconomyError, EconomyErrorCode, isConnectionError, isRefusal } from "./errors.ts";
-import { contextPublisher, flushEvents, recordEvents, type Cause, type EventInput, type Recorded } from "./events.ts";
+import { contextPublisher, flushEvents, markPublished, recordEvents, type Cause, type EventInput, type Recorded } from "./events.ts";
 import { agentAccount, inTransaction, lockAccounts } from "./ledger.ts";
 import { toCredits } from "./money.ts";
-import { migrate, DEFAULT_DATA_DIR } from "./db.ts";
-import { AGENT_STATE, AgentProjector, projectAgents } from "./projections.ts";
+import { AGENT_STATE, projectAgents } from "./projections.ts";
 import { causeOf, seedMarket } from "./runtime.ts";
 import { resolve } from "node:path";
 
@@ -60,22 +60,27 @@ function retryDelayMs(n: number, err: unknown): number {
 export class Economy {
   readonly settings: EconomySettings;
   readonly #kv: (bucket: string) => Promise<KV>;
-  readonly #log: Logger;
   #pool?: Promise<Sql>;
   #failed = false;
   #failures = 0;
   #retryAt = 0;
   #closed = false;
-  /** Coalesces read-model updates of many commands (bids): one query per agent per ~20 ms. */
-  readonly projector: AgentProjector;
-  readonly #marker: PublishedMarker;
+  /**
+   * Agents whose read model to rewrite, coalesced across commands (bids): one query and one put per
+   * agent per ~20 ms. The state written is read after the last commit that added the agent, so KV
+   * never shows an older state than that commit.
+   */
+  readonly projector: Coalescer<string>;
+  /** Events published from memory, marked in the outbox in batches (one UPDATE per ~20 ms). */
+  readonly #published: Coalescer<string>;
 
   constructor(settings: EconomySettings, deps: { kv: (bucket: string) => Promise<KV>; log: Logger }) {
     this.settings = settings;
     this.#kv = deps.kv;
-    this.#log = deps.log;
-    this.projector = new AgentProjector(() => this.#kv(AGENT_STATE), () => this.database());
-    this.#marker = new PublishedMarker(() => this.database(), this.#log);
+    this.projector = new Coalescer(async (ids) => projectAgents(await this.#kv(AGENT_STATE), await this.database(), ids));
+    this.#published = new Coalescer(async (ids) => markPublished(await this.database(), ids), {
+      onError: (err) => deps.log.debug({ err }, "marking published events failed; the relay will publish them again"),
+    });
   }
 
   /** DATABASE_URL's server, else the embedded cluster `npm start` runs in .data/pg. */
@@ -170,49 +175,19 @@ export class Economy {
     if (!recorded.length) return;
     const publish = contextPublisher(ctx);
     await Promise.all(recorded.map((r) => publish(r.subject, r.envelope, r.id)));
-    this.#marker.mark(recorded.map((r) => r.id));
+    this.#published.add(recorded.map((r) => r.id));
   }
 
   /** Flushes the projector and the marker and closes the pool. */
   async close(): Promise<void> {
     if (this.#closed) return;
     await this.projector.flush().catch(() => {});
-    await this.#marker.flush().catch(() => {});
+    await this.#published.flush().catch(() => {});
     this.#closed = true;
     const p = this.#pool;
     this.#pool = undefined;
     const sql = await p?.catch(() => undefined);
     await sql?.end({ timeout: 5 }).catch(() => {});
-  }
-}
-
-/** Marks published events in batches (one UPDATE per ~20 ms however many commands published). */
-class PublishedMarker {
-  readonly #sql: () => Promise<Sql>;
-  readonly #log: Logger;
-  #ids: string[] = [];
-  #timer?: NodeJS.Timeout;
-  #flushing: Promise<void> = Promise.resolve();
-
-  constructor(sql: () => Promise<Sql>, log: Logger) {
-    this.#sql = sql;
-    this.#log = log;
-  }
-
-  mark(ids: string[]): void {
-    this.#ids.push(...ids);
-    this.#timer ??= setTimeout(() => {
-      this.#timer = undefined;
-      this.#flushing = this.#flushing.then(() => this.flush()).catch((err) => this.#log.debug({ err }, "marking published events failed; the relay will publish them again"));
-    }, 20);
-  }
-
-  async flush(): Promise<void> {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    const ids = this.#ids;
-    this.#ids = [];
-    if (ids.length) await (await this.#sql())`UPDATE outbox SET published_at = now() WHERE event_id = ANY(${ids}::text[]) AND published_at IS NULL`;
   }
 }
 

@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { HostConfig } from "./config.ts";
-import { describeNats, loadConfigFile, NATS_URL_FILE, natsServers, resolveNats, serversOf, type ResolvedNats } from "./configFile.ts";
+import { describeNats, loadConfigFile, NATS_URL_FILE, DEFAULT_NATS_URL, resolveNats, serversOf, type ResolvedNats } from "./configFile.ts";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "./deadLetter.ts";
 import { auditVerifyCommand, DEFAULT_AUDIT_STREAM } from "./audit.ts";
 import { coerceError, ErrorCode, HostError } from "./errors.ts";
@@ -254,7 +254,8 @@ async function worker(flags: Flags, log: Logger, settings: Settings): Promise<nu
   const tracing = await startTracing({ serviceName: config.service.name });
   let stop: (why: string, code?: number) => void = () => {};
   const host = new Host({
-    servers: natsServers(),
+    // the server `host start` resolved, handed down as NATS_URL
+    servers: serversOf(settings.nats.url ?? DEFAULT_NATS_URL),
     functionsDir: functionsDir(flags),
     config,
     settings,

@@ -22,15 +22,6 @@ export async function loadConfigFile(path = "streams.config.ts"): Promise<HostCo
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
-/** NATS_URL (config/settings.ts), which may list several servers separated by commas. */
-export function natsUrl(): string {
-  return loadSettings().nats.url || DEFAULT_NATS_URL;
-}
-
-export function natsServers(): string[] {
-  return serversOf(natsUrl());
-}
-
 /** Where `host dev` (and so `npm start`) writes the URL of the nats-server it started. */
 export const NATS_URL_FILE = ".data/nats.url";
 

@@ -65,9 +65,9 @@ export const INSTALL_HINT =
  * Throws HOST_ERR_NATS_SERVER_MISSING with exact instructions otherwise.
  */
 export function ensureNatsServer(log: (msg: string) => void = () => {}): string {
-  const found = findNatsServer();
-  if (found) return found;
   const explicit = loadSettings().host.natsServerBin;
+  const found = findNatsServer(explicit);
+  if (found) return found;
   if (explicit) throw new HostError(ErrorCode.NatsServerMissing, `NATS_SERVER_BIN=${explicit} is not an executable file. ${INSTALL_HINT}`);
   const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
   if (isRoot && existsSync("/usr/bin/apt-get")) {

@@ -56,19 +56,19 @@ export function isResource(value: unknown): value is Resource<unknown> {
   return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[RESOURCE_MARK] === true;
 }
 
-type Entry = { def: Resource<unknown>; value: Promise<unknown>; ready: boolean };
+type Entry = { def: Resource<unknown>; value: Promise<unknown> };
 
 export type ResourceHostDeps = Omit<ResourceContext, "use" | "log"> & { log: Logger };
 
 /**
- * The shared resources of one host. `use` sets a resource up once (concurrent callers share the
- * setup); `releaseAll` releases them in reverse order of completed setup.
+ * The shared resources of one host. A resource is set up once (concurrent users share the setup);
+ * `releaseAll` releases them in reverse order of completed setup.
  */
 export class ResourceScope {
   readonly #deps: ResourceHostDeps;
   readonly #entries = new Map<string, Entry>();
-  /** Names in order of completed setup: released from the end. */
-  readonly #order: string[] = [];
+  /** In order of completed setup: released from the end. */
+  readonly #ready: { name: string; def: Resource<unknown>; value: unknown }[] = [];
 
   constructor(deps: ResourceHostDeps) {
     this.#deps = deps;
@@ -82,16 +82,13 @@ export class ResourceScope {
       js: this.#deps.js,
       kv: this.#deps.kv,
       log: this.#deps.log.child({ resource: owner }),
-      use: <T>(r: Resource<T>) => this.#use(r, [...chain, owner]),
+      use: <T>(r: Resource<T>) => this.#use(r, [...chain, owner], "something"),
     };
   }
 
-  use<T>(resource: Resource<T>): Promise<T> {
-    return this.#use(resource, []);
-  }
-
-  #use<T>(resource: Resource<T>, chain: readonly string[]): Promise<T> {
-    if (!isResource(resource)) return Promise.reject(new HostError(ErrorCode.Config, `${chain.at(-1) ?? "a function"} names something that is not a defineResource(...) value`));
+  /** `what` names the reference in the error when it is not a resource (`resources.db`). */
+  #use<T>(resource: Resource<T>, chain: readonly string[], what: string): Promise<T> {
+    if (!isResource(resource)) return Promise.reject(new HostError(ErrorCode.Config, `${chain.at(-1)}: ${what} is not a defineResource(...) value`));
     const name = resource.name;
     if (chain.includes(name)) return Promise.reject(new HostError(ErrorCode.ResourceSetup, `resources depend on each other in a cycle: ${[...chain, name].join(" → ")}`));
     const known = this.#entries.get(name);
@@ -102,13 +99,11 @@ export class ResourceScope {
       }
       return known.value as Promise<T>;
     }
-    const entry: Entry = { def: resource as Resource<unknown>, value: Promise.resolve(undefined), ready: false };
-    entry.value = (async () => {
+    const value = (async () => {
       try {
-        const value = await resource.setup(this.context(name, chain));
-        entry.ready = true;
-        this.#order.push(name);
-        return value;
+        const v = await resource.setup(this.context(name, chain));
+        this.#ready.push({ name, def: resource as Resource<unknown>, value: v });
+        return v;
       } catch (err) {
         this.#entries.delete(name);
         const cause = coerceError(err);
@@ -116,49 +111,32 @@ export class ResourceScope {
         throw new HostError(ErrorCode.ResourceSetup, `resource ${name}: setup failed: ${cause.message}`, { cause });
       }
     })();
-    this.#entries.set(name, entry);
-    return entry.value as Promise<T>;
+    this.#entries.set(name, { def: resource as Resource<unknown>, value });
+    return value;
   }
 
   /** Sets up every resource in `resources`, concurrently; resolves their values by key. */
   async useAll(owner: string, resources: Readonly<Record<string, Resource<unknown>>> | undefined): Promise<Record<string, unknown>> {
     const out: Record<string, unknown> = {};
-    await Promise.all(
-      Object.entries(resources ?? {}).map(async ([key, r]) => {
-        if (!isResource(r)) throw new HostError(ErrorCode.Config, `${owner}: resources.${key} is not a defineResource(...) value`);
-        out[key] = await this.#use(r, [owner]);
-      }),
-    );
+    await Promise.all(Object.entries(resources ?? {}).map(async ([key, r]) => (out[key] = await this.#use(r, [owner], `resources.${key}`))));
     return out;
   }
 
   /** Releases every resource set up, newest first. Safe to call more than once. */
   async releaseAll(): Promise<void> {
-    while (this.#order.length) {
-      const name = this.#order.pop()!;
-      const entry = this.#entries.get(name);
-      this.#entries.delete(name);
-      if (!entry?.ready || !entry.def.release) continue;
-      await release(this.#deps.log, name, entry);
+    for (let r = this.#ready.pop(); r; r = this.#ready.pop()) {
+      this.#entries.delete(r.name);
+      await runRelease(this.#deps.log, { resource: r.name }, r.def.release, r.value);
     }
   }
 }
 
-async function release(log: Logger, name: string, entry: Entry): Promise<void> {
+/** Runs a release (a resource's, or a function's own), logging a failure rather than throwing it. */
+export async function runRelease(log: Logger, who: { resource: string } | { fn: string }, release: ((value: never) => void | Promise<void>) | undefined, value: unknown): Promise<void> {
+  if (!release) return;
   try {
-    const value = await entry.value;
-    await entry.def.release!(value);
+    await release(value as never);
   } catch (err) {
-    log.error({ resource: name, err: coerceError(err) }, "resource release failed");
-  }
-}
-
-/** Runs a function's own release (its `setup`'s value), logging a failure. */
-export async function releaseLocal(log: Logger, owner: string, releaseFn: ((value: never) => void | Promise<void>) | undefined, value: unknown): Promise<void> {
-  if (!releaseFn) return;
-  try {
-    await releaseFn(value as never);
-  } catch (err) {
-    log.error({ fn: owner, err: coerceError(err) }, "function release failed");
+    log.error({ ...who, err: coerceError(err) }, "release failed");
   }
 }

@@ -19,7 +19,7 @@ import { RunRecords } from "./runRecords.ts";
 import { featuresOf, missingFeatures, type ServerFeatures } from "./serverFeatures.ts";
 import { applyPlan, formatPlan, planStreams } from "./streams.ts";
 import { ensurePropagator } from "./tracing.ts";
-import { ResourceScope, releaseLocal } from "./resource.ts";
+import { ResourceScope, runRelease } from "./resource.ts";
 
 // One host worker: a NATS connection, the functions of one folder, a trigger per function.
 
@@ -126,7 +126,7 @@ export class Host {
       const def = await importFunction(file);
       resolved.push({ fn: resolveFunction(id, file, def, config.consumerDefaults, this.#opts.settings), mtimeMs: statSync(file).mtimeMs });
     }
-    for (const r of resolved) await this.#startFunction(r.fn, r.mtimeMs);
+    for (const r of resolved) await this.#startFunction(r.fn, r.mtimeMs, await this.#setupFunction(r.fn));
 
     this.#micro = new MicroResponder(this.nc, {
       name: config.service.name,
@@ -179,7 +179,7 @@ export class Host {
         throw new HostError(ErrorCode.ResourceSetup, `${fn.file}: setup failed: ${cause.message}`, { cause });
       }
       if (local !== undefined && (typeof local !== "object" || local === null)) {
-        await releaseLocal(this.log, fn.id, fn.def.release, local);
+        await runRelease(this.log, { fn: fn.id }, fn.def.release, local);
         throw new HostError(ErrorCode.ResourceSetup, `${fn.file}: setup must return an object (its keys join ctx.resources)`);
       }
     }
@@ -192,26 +192,33 @@ export class Host {
     try {
       await l.trigger.stop(graceMs);
     } finally {
-      await releaseLocal(this.log, l.fn.id, l.fn.def.release, l.local);
+      await runRelease(this.log, { fn: l.fn.id }, l.fn.def.release, l.local);
     }
   }
 
-  /** Sets the function up (unless `local` is given: set up already) and starts its trigger. */
-  async #startFunction(fn: ResolvedFunction, mtimeMs: number, local?: { value: unknown }): Promise<void> {
-    local ??= { value: await this.#setupFunction(fn) };
+  /**
+   * Starts the trigger of a function whose resources are set up (`local`: what its own setup
+   * returned). If the trigger cannot start, the function's own resources are released.
+   */
+  async #startFunction(fn: ResolvedFunction, mtimeMs: number, local: unknown): Promise<void> {
     let trigger: Trigger;
-    if (fn.trigger.type === "jetstream") {
-      await ensureConsumer(this.jsm, fn);
-      trigger = new JetStreamTrigger(fn, this.#deps());
-      await trigger.start();
-    } else if (fn.trigger.type === "request") {
-      trigger = new RequestTrigger(fn, this.#deps());
-      trigger.start();
-    } else {
-      trigger = new ScheduleTrigger(fn, this.#deps());
-      trigger.start();
+    try {
+      if (fn.trigger.type === "jetstream") {
+        await ensureConsumer(this.jsm, fn);
+        trigger = new JetStreamTrigger(fn, this.#deps());
+        await trigger.start();
+      } else if (fn.trigger.type === "request") {
+        trigger = new RequestTrigger(fn, this.#deps());
+        trigger.start();
+      } else {
+        trigger = new ScheduleTrigger(fn, this.#deps());
+        trigger.start();
+      }
+    } catch (err) {
+      await runRelease(this.log, { fn: fn.id }, fn.def.release, local);
+      throw err;
     }
-    this.#loaded.set(fn.id, { fn, trigger, mtimeMs, local: local.value });
+    this.#loaded.set(fn.id, { fn, trigger, mtimeMs, local });
   }
 
   /**
@@ -244,7 +251,7 @@ export class Host {
         const def = await importFunction(file, ++this.#reloads);
         const fn = resolveFunction(id, file, def, this.#opts.config.consumerDefaults, this.#opts.settings);
         // set up before the running version stops: a setup that fails keeps that version
-        const local = { value: await this.#setupFunction(fn) };
+        const local = await this.#setupFunction(fn);
         if (current) {
           await this.#stopFunction(current, this.#opts.graceMs ?? 10_000);
           this.#loaded.delete(id);
@@ -267,7 +274,7 @@ export class Host {
       const grace = this.#opts.graceMs ?? 10_000;
       this.#micro?.stop();
       // bounded even when the server is gone (a reconnecting connection never finishes draining)
-      const triggers = Promise.allSettled([...this.#loaded.values()].reverse().map((l) => this.#stopFunction(l, grace)));
+      const triggers = Promise.allSettled([...this.#loaded.values()].map((l) => this.#stopFunction(l, grace)));
       if ((await within(triggers, grace + 5000)) === TIMED_OUT) this.log.warn({}, "triggers did not stop in time");
       // after the handlers that use them: in reverse order of setup
       if (this.#resources && (await within(this.#resources.releaseAll(), 10_000)) === TIMED_OUT) this.log.warn({}, "resources did not release in time");

@@ -1,6 +1,5 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -8,7 +7,7 @@ import { join, resolve } from "node:path";
 import { describeNats, resolveNats } from "../host/configFile.ts";
 import { nextFreePort } from "../host/natsServer.ts";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
-import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS, ROOT, runCli, startCli, waitFor } from "./helpers/host.ts";
+import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS, ROOT, runCli, runNode, startCli, waitFor, type RunResult } from "./helpers/host.ts";
 
 // The CLIs find the stack `npm start` runs through .data/nats.url (resolveNats), say on stderr
 // which server they use and why, and name the streams a server lacks.
@@ -33,23 +32,9 @@ const natsLines = (stderr: string) => stderr.split("\n").filter((l) => l.startsW
 const noNatsUrl = { NATS_URL: "", LOG_LEVEL: "warn" };
 
 /** Runs a TypeScript CLI (economy/cli.ts, scenarios' bin) to completion in `cwd`. */
-function runTs(args: string[], cwd: string, env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, reject) => {
-    // tsx by its resolved URL: a bare "tsx" would be looked up from `cwd`, outside the checkout
-    const child = spawn(process.execPath, ["--import", import.meta.resolve("tsx"), ...args], { cwd, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c) => (stdout += c));
-    child.stderr.on("data", (c) => (stderr += c));
-    const timer = setTimeout(() => {
-      child.kill("SIGKILL");
-      reject(new Error(`${args.join(" ")} did not finish within 60 s\n${stdout}\n${stderr}`));
-    }, 60_000);
-    child.on("exit", (code) => {
-      clearTimeout(timer);
-      done({ code, stdout, stderr });
-    });
-  });
+function runTs(args: string[], cwd: string, env: Record<string, string>): Promise<RunResult> {
+  // tsx by its resolved URL: a bare "tsx" would be looked up from `cwd`, outside the checkout
+  return runNode(["--import", import.meta.resolve("tsx"), ...args], env, { cwd });
 }
 
 describe("resolveNats", () => {

@@ -1,9 +1,9 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { runNode, type RunResult } from "./helpers/host.ts";
 import { connect, migrate, MIGRATIONS_DIR, openDatabase, readMigrations, type Sql } from "../economy/db.ts";
 import { effectiveDataDir, EmbeddedPostgresError, runningCluster, startEmbeddedPostgres } from "../economy/embeddedPostgres.ts";
 import { MigrationError } from "../economy/errors.ts";
@@ -16,15 +16,8 @@ import { startTestDatabase } from "./helpers/pg.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
 
-function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((res) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(ROOT, "economy/cli.ts"), ...args], { cwd: ROOT, env: { ...process.env, ...env } });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (c) => (stdout += c));
-    child.stderr.on("data", (c) => (stderr += c));
-    child.on("exit", (code) => res({ code, stdout, stderr }));
-  });
+function runCli(args: string[], env: Record<string, string>): Promise<RunResult> {
+  return runNode(["--import", "tsx", join(ROOT, "economy/cli.ts"), ...args], env);
 }
 
 const tempDir = (hooks: { after: (fn: () => Promise<void>) => void }, prefix: string) => {

@@ -69,7 +69,7 @@ describe("outbox relay", () => {
     const recorded: Recorded[] = [];
     await inTransaction(db.sql, (tx) => recordCaused(tx, [{ cause: cause("cmd-c"), event: spawned("c1") }], recorded));
     const before = (await audit(nats)).length;
-    await Promise.all(recorded.map((x) => nats.js.publish(x.subject, x.json, { msgID: x.id }))); // published, never marked
+    await Promise.all(recorded.map((x) => nats.js.publish(x.subject, JSON.stringify(x.envelope), { msgID: x.id }))); // published, never marked
     assert.deepEqual(await unpublished(db.sql), [recorded[0]!.id]);
     const r = await relayOutbox(db.sql, publish, { minAgeMs: 0 });
     assert.deepEqual(r, { published: 1, duplicates: 1, busy: false });

@@ -1,8 +1,7 @@
 import * as v from "valibot";
 import { defineFunction } from "syntropism";
 import { economy } from "../../economy/resource.ts";
-import { EconomyErrorCode, refuse } from "../../economy/errors.ts";
-import { balance } from "../../economy/ledger.ts";
+import { agentBalance } from "../../economy/ledger.ts";
 import { toCredits } from "../../economy/money.ts";
 
 // `nats req economic.balance.agent_1 ''` → {"agent_id":"agent_1","balance":1000,...}
@@ -13,10 +12,7 @@ export default defineFunction({
   resources: { economy },
   handler: async (_p, ctx) => {
     const agentId = ctx.subject.split(".")[2]!;
-    const b = await balance(await ctx.resources.economy.database(), agentId).catch((err) => {
-      const code = (err as { code?: string }).code;
-      throw code === EconomyErrorCode.UnknownAgent || code === EconomyErrorCode.InvalidArgument ? refuse(EconomyErrorCode.UnknownAgent, `unknown agent ${agentId}`) : err;
-    });
+    const b = await agentBalance(await ctx.resources.economy.database(), agentId);
     return { agent_id: agentId, balance: toCredits(b.balance), reserved: toCredits(b.reserved), available: toCredits(b.available) };
   },
 });

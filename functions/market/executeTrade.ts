@@ -2,12 +2,10 @@ import * as v from "valibot";
 import { defineFunction } from "syntropism";
 import { economy } from "../../economy/resource.ts";
 import { placeBid, type BidResult } from "../../economy/bids.ts";
-import { EconomyErrorCode, refuse } from "../../economy/errors.ts";
 import { agentId } from "../../economy/limits.ts";
-import { balance } from "../../economy/ledger.ts";
+import { agentBalance } from "../../economy/ledger.ts";
 import { toCredits } from "../../economy/money.ts";
 import { AGENT_STATE, projectAgents, readPrices } from "../../economy/projections.ts";
-import { asRefusal } from "../../economy/resource.ts";
 import { causeOf, windowOf } from "../../economy/runtime.ts";
 
 // Balance, prices and (optionally) a bid in one round trip:
@@ -35,9 +33,7 @@ export default defineFunction({
       await projectAgents(await ctx.kv(AGENT_STATE), sql, [p.agent_id]);
     }
     // only the ledger's own refusal means the agent is unknown; a lost database stays what it is
-    const b = await asRefusal(() => balance(sql, p.agent_id)).catch((err) => {
-      throw (err as { code?: string }).code === EconomyErrorCode.InvalidArgument ? refuse(EconomyErrorCode.UnknownAgent, `unknown agent ${p.agent_id}`) : err;
-    });
+    const b = await agentBalance(sql, p.agent_id);
     const prices = Object.fromEntries((await readPrices(sql)).map((x) => [x.resource, x.price]));
     return { agent_id: p.agent_id, balance: toCredits(b.balance), reserved: toCredits(b.reserved), available: toCredits(b.available), prices, bid: bid ? wire(bid) : null };
   },

@@ -31,7 +31,7 @@ export default defineFunction({
     const agentId = ctx.subject.split(".")[2]!;
     const cause = causeOf(ctx);
     const { result, events } = await bids.place({ cause, input: { agentId, ...p, streamSeq: ctx.seq }, windowId: windowOf(Date.now(), eco.settings.windowMs) });
-    if (result.status !== "rejected" || result.reason !== "UNKNOWN_AGENT") eco.projector.mark([agentId]);
+    if (result.status !== "rejected" || result.reason !== "UNKNOWN_AGENT") eco.projector.add([agentId]);
     // a redelivery may find events its first run never published
     if (result.duplicate) await eco.publishPending(ctx, cause.sourceMsgId);
     else await eco.publishRecorded(ctx, events);

@@ -55,23 +55,31 @@ export async function countSubject(jsm: JetStreamManager, stream: string, filter
   return Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
 }
 
-/** Runs `host ...` to completion. */
-export function runCli(args: string[], env: Record<string, string>, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export type RunResult = { code: number | null; stdout: string; stderr: string };
+
+/** Runs `node ...argv` to completion (killed after `timeoutMs`, default 60 s), collecting its output. */
+export function runNode(argv: string[], env: Record<string, string>, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(process.execPath, [HOST_BIN, ...args], { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, argv, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (c) => (stdout += c));
     child.stderr.on("data", (c) => (stderr += c));
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
-      reject(new Error(`host ${args.join(" ")} did not finish within ${opts.timeoutMs ?? 60_000} ms\n${stdout}\n${stderr}`));
-    }, opts.timeoutMs ?? 60_000);
+      reject(new Error(`${argv.join(" ")} did not finish within ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
     child.on("exit", (code) => {
       clearTimeout(timer);
       resolvePromise({ code, stdout, stderr });
     });
   });
+}
+
+/** Runs `host ...` to completion. */
+export function runCli(args: string[], env: Record<string, string>, opts: { cwd?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  return runNode([HOST_BIN, ...args], env, opts);
 }
 
 export type CliProcess = {
