@@ -1,3 +1,4 @@
+import { UsageError } from "../host/errors.ts";
 import { parseArgs } from "node:util";
 
 // Every option is a flag and an environment variable: `--max-lag 50` or BENCH_MAX_LAG=50.
@@ -88,7 +89,6 @@ export function usage(): string {
   return lines.join("\n");
 }
 
-export class UsageError extends Error {}
 
 export function parseOptions(argv: string[], env = process.env): Options | "help" {
   const options = Object.fromEntries(Object.keys(SPECS).map((k) => [k, { type: "string" as const }]));

@@ -1,6 +1,7 @@
 import type { Sql, TransactionSql } from "./db.ts";
 import { recordCaused, type Cause, type EventInput, type Recorded } from "./events.ts";
 import { CLEARING_LOCK } from "./clearing.ts";
+import { EconomyError, EconomyErrorCode } from "./errors.ts";
 import { agentAccount, inTransaction, lockAccounts } from "./ledger.ts";
 import { formatCredits, toCredits, toMicro } from "./money.ts";
 import type { Resource } from "./auction.ts";
@@ -142,7 +143,7 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
         const theirs = await priorBids(tx, lost);
         for (const x of inserts.filter((y) => !idOf.has(y.src))) {
           const p = theirs.get(x.src);
-          if (!p) throw new Error(`bid ${x.src} was neither inserted nor found`);
+          if (!p) throw new EconomyError(EconomyErrorCode.Invariant, `bid ${x.src} was neither inserted nor found`);
           results[x.i] = priorResult(p, 0n, 0n);
           x.status = "taken";
         }

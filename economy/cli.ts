@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { parseArgs } from "node:util";
 import { migrate, openDatabase, type Database } from "./db.ts";
-import { isEconomyError } from "./errors.ts";
+import { EconomyError, EconomyErrorCode, isEconomyError } from "./errors.ts";
 import { checkLedger, type LedgerCheck } from "./ledger.ts";
 import { formatCredits } from "./money.ts";
 
@@ -102,7 +102,7 @@ export async function run(argv: string[]): Promise<number> {
     if (command === "ledger" && sub === "check") {
       const check = await withDatabase(false, async ({ sql }) => {
         const [t] = await sql`SELECT to_regclass('ledger_transactions') AS t`;
-        if (!t?.t) throw new Error("the database has no ledger yet: run `npm run economy -- migrate`");
+        if (!t?.t) throw new EconomyError(EconomyErrorCode.NotMigrated, "the database has no ledger yet: run `npm run economy -- migrate`");
         return checkLedger(sql);
       });
       console.log(json ? toJson(check) : formatCheck(check));

@@ -1,5 +1,6 @@
 import { spawnSync, type ChildProcess } from "node:child_process";
 import { loadSettings } from "../config/settings.ts";
+import { EconomyError, EconomyErrorCode } from "./errors.ts";
 import { createHash, randomBytes } from "node:crypto";
 import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -22,19 +23,18 @@ import { nextFreePort, spawnLocalServer } from "../host/natsServer.ts";
 // user exists, else "nobody". The data directory is created and chowned to that user, who must be
 // able to reach it and the package's binaries (every parent directory searchable).
 
+/** Its codes, from the economy's catalogue (economy/errors.ts). */
 export const EmbeddedPostgresErrorCode = {
-  Missing: "EMBEDDED_POSTGRES_MISSING",
-  Start: "EMBEDDED_POSTGRES_START",
-  Access: "EMBEDDED_POSTGRES_ACCESS",
+  Missing: EconomyErrorCode.EmbeddedPostgresMissing,
+  Start: EconomyErrorCode.EmbeddedPostgresStart,
+  Access: EconomyErrorCode.EmbeddedPostgresAccess,
 } as const;
 export type EmbeddedPostgresErrorCode = (typeof EmbeddedPostgresErrorCode)[keyof typeof EmbeddedPostgresErrorCode];
 
-export class EmbeddedPostgresError extends Error {
+export class EmbeddedPostgresError extends EconomyError {
   override name = "EmbeddedPostgresError";
-  readonly code: EmbeddedPostgresErrorCode;
   constructor(code: EmbeddedPostgresErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
+    super(code, message, options);
   }
 }
 

@@ -32,7 +32,15 @@ export const EconomyErrorCode = {
   /** An event that does not match the catalogue: a bug in the function that states it. */
   InvalidEvent: "ECONOMY_INVALID_EVENT",
   Migration: "MIGRATION_FAILED",
+  /** The database has no ledger yet (or lost its system accounts): `npm run economy -- migrate`. */
+  NotMigrated: "ECONOMY_NOT_MIGRATED",
+  /** Something the code relies on did not hold (a row that must exist did not): a bug or a race to look into. */
+  Invariant: "ECONOMY_INVARIANT",
   Config: "ECONOMY_CONFIG",
+  /** The embedded PostgreSQL (economy/embeddedPostgres.ts): binaries missing, did not start, data directory not accessible. */
+  EmbeddedPostgresMissing: "EMBEDDED_POSTGRES_MISSING",
+  EmbeddedPostgresStart: "EMBEDDED_POSTGRES_START",
+  EmbeddedPostgresAccess: "EMBEDDED_POSTGRES_ACCESS",
 } as const;
 export type EconomyErrorCode = (typeof EconomyErrorCode)[keyof typeof EconomyErrorCode];
 
@@ -126,13 +134,25 @@ export function isEconomyError(err: unknown): err is EconomyError {
   return err instanceof Error && typeof code === "string" && CODES.has(code) && err.name.endsWith("Error");
 }
 
+/** Codes of the economy's own faults, as opposed to refusals of what a command asks. */
+const FAULTS = new Set<string>([
+  EconomyErrorCode.Migration,
+  EconomyErrorCode.NotMigrated,
+  EconomyErrorCode.Invariant,
+  EconomyErrorCode.Config,
+  EconomyErrorCode.InvalidEvent,
+  EconomyErrorCode.EmbeddedPostgresMissing,
+  EconomyErrorCode.EmbeddedPostgresStart,
+  EconomyErrorCode.EmbeddedPostgresAccess,
+]);
+
 /**
  * Refusals that can never succeed on a retry (the economy's functions turn these into
- * NonRetriableError). A migration or configuration error is not one of them.
+ * NonRetriableError). The economy's own faults (a migration, the configuration, a broken
+ * invariant) are not refusals.
  */
 export function isRefusal(err: unknown): err is EconomyError {
-  if (!isEconomyError(err)) return false;
-  return err.code !== EconomyErrorCode.Migration && err.code !== EconomyErrorCode.Config && err.code !== EconomyErrorCode.InvalidEvent;
+  return isEconomyError(err) && !FAULTS.has(err.code);
 }
 
 /** A refusal with its catalogue code: the command is dead-lettered with it as the reason. */

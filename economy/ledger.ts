@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type postgres from "postgres";
 import type { Db } from "./db.ts";
 import {
+  EconomyError,
   EconomyErrorCode,
   IdempotencyConflictError,
   InsufficientFundsError,
@@ -250,7 +251,7 @@ function post(db: Db, m: Movement): Promise<Receipt> {
     for (const account of [m.fromAccount, m.toAccount]) {
       if (!balances.has(account)) {
         if (account.startsWith("agent:")) throw new UnknownAgentError(agentOf(account));
-        throw new Error(`system account ${account} is missing: the database is not migrated`);
+        throw new EconomyError(EconomyErrorCode.NotMigrated, `system account ${account} is missing: the database is not migrated`);
       }
     }
 
@@ -274,7 +275,7 @@ function post(db: Db, m: Movement): Promise<Receipt> {
     if (!row) {
       const other = await recorded(tx, m);
       if (other) return other;
-      throw new Error(`ledger transaction ${m.sourceMsgId} vanished after a conflicting insert`);
+      throw new EconomyError(EconomyErrorCode.Invariant, `ledger transaction ${m.sourceMsgId} vanished after a conflicting insert`);
     }
     const txId = BigInt(row.id);
     await tx`INSERT INTO ledger_entries (tx_id, account_id, delta) VALUES

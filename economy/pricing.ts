@@ -1,3 +1,4 @@
+import { EconomyError, EconomyErrorCode } from "./errors.ts";
 // Prices follow utilization with a bounded rule, EIP-1559 style: after each window
 //   p' = p · (1 + (u − u*) / u* / 8)
 // clamped to ±12.5 % of p and never below the floor. u is the share of supply allocated, u* the
@@ -15,7 +16,7 @@ export type PriceRule = {
 };
 
 export function nextPrice(price: number, utilization: number, rule: PriceRule): number {
-  if (!(rule.target > 0 && rule.target <= 1)) throw new RangeError(`target utilization must be in (0, 1], got ${rule.target}`);
+  if (!(rule.target > 0 && rule.target <= 1)) throw new EconomyError(EconomyErrorCode.Config, `target utilization must be in (0, 1], got ${rule.target}`);
   const u = Math.min(1, Math.max(0, Number.isFinite(utilization) ? utilization : 0));
   const step = rule.maxStep ?? 0.125;
   const change = Math.max(-step, Math.min(step, (u - rule.target) / rule.target / (rule.denominator ?? 8)));

@@ -5,6 +5,7 @@ import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/
 import { ToolListChangedNotificationSchema, ErrorCode, McpError, type CallToolResult, type Tool } from "@modelcontextprotocol/sdk/types.js";
 import { DEFAULT_TIMEOUT_MS, type GatewayConfig, type ServerConfig } from "./config.ts";
 import { ServerLimiter } from "./limiter.ts";
+import { GatewayError } from "./errors.ts";
 
 // The gateway's MCP client: one SDK Client per declared server, connected on first use, its tools
 // listed once at connect and kept. A connection that closes (the stdio process died, the HTTP
@@ -13,20 +14,7 @@ import { ServerLimiter } from "./limiter.ts";
 // Calls to one server go through a limiter (max concurrent, min gap between starts; limiter.ts) in
 // this process.
 
-export type GatewayErrorCode = "UNKNOWN_SERVER" | "UNKNOWN_TOOL" | "INVALID_PARAMS" | "TIMEOUT" | "UNAVAILABLE" | "TOOL_ERROR";
-
-/** `transient`: worth retrying (timeout, server down); otherwise the same request will fail again. */
-export class GatewayError extends Error {
-  override name = "GatewayError";
-  constructor(
-    readonly code: GatewayErrorCode,
-    message: string,
-    readonly transient: boolean,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
-}
+export { GatewayError, GatewayErrorCode } from "./errors.ts";
 
 type Conn = {
   client?: Client;

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import * as v from "valibot";
+import { GatewayError, GatewayErrorCode } from "./errors.ts";
 
 // gateway/servers.json: the MCP servers the gateway may call, how to reach them, and what their
 // tools cost. MCP_GATEWAY_CONFIG names another file. `${VAR}` in env values, args, url and headers
@@ -56,7 +57,7 @@ function expand(s: string, env: Readonly<Record<string, string | undefined>>): s
 
 export function parseGatewayConfig(raw: unknown, baseDir: string, env: Readonly<Record<string, string | undefined>> = {}): GatewayConfig {
   const parsed = v.safeParse(fileSchema, raw);
-  if (!parsed.success) throw new Error(`gateway config: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? "(root)"}: ${i.message}`).join("; ")}`);
+  if (!parsed.success) throw new GatewayError(GatewayErrorCode.Config, `gateway config: ${parsed.issues.map((i) => `${v.getDotPath(i) ?? "(root)"}: ${i.message}`).join("; ")}`, false);
   const servers: Record<string, ServerConfig> = {};
   for (const [k, s] of Object.entries(parsed.output.servers)) {
     if (s.type === "stdio") {

@@ -1,5 +1,5 @@
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import { coerceError } from "./errors.ts";
+import { coerceError, ErrorCode, HostError } from "./errors.ts";
 import { safeParseEnvelope, verifyEnvelope } from "./envelope.ts";
 import { Header } from "./headers.ts";
 
@@ -78,7 +78,7 @@ export async function verifyAuditStream(js: JetStreamClient, opts: AuditOptions 
   // event id → the sequence and hash of its first copy
   const seen = new Map<string, { seq: number; hash: string }>();
   const consumer = await js.consumers.get(stream, opts.subject ? { filter_subjects: opts.subject } : {}).catch((err) => {
-    throw new Error(`cannot read stream ${stream}: ${coerceError(err).message}`, { cause: err });
+    throw new HostError(ErrorCode.StreamRead, `cannot read stream ${stream}: ${coerceError(err).message}`, { cause: err });
   });
   try {
     // how many messages the consumer had to deliver when it was made: the end of the walk

@@ -26,6 +26,18 @@ export const ErrorCode = {
   Envelope: "HOST_ERR_ENVELOPE",
   /** A resource's (or a function's) setup failed, or resources depend on each other in a cycle. */
   ResourceSetup: "HOST_ERR_RESOURCE_SETUP",
+  /** A command line the CLI cannot run: an unknown command or flag, a bad value. */
+  Usage: "HOST_ERR_USAGE",
+  /** The CLI could not connect to the NATS server it resolved. */
+  NatsUnreachable: "HOST_ERR_NATS_UNREACHABLE",
+  /** A local nats-server (host dev, tests) exited or did not report its ports during start-up. */
+  NatsServerStart: "HOST_ERR_NATS_SERVER_START",
+  /** `host dlq show|replay` of a sequence that holds no dead letter. */
+  DeadLetterNotFound: "HOST_ERR_DEAD_LETTER_NOT_FOUND",
+  /** A stream could not be read (`host audit verify`): the cause says why. */
+  StreamRead: "HOST_ERR_STREAM_READ",
+  /** A KV counter kept losing its compare-and-swap to other workers. */
+  Contention: "HOST_ERR_KV_CONTENTION",
   Unknown: "HOST_ERR_UNKNOWN",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -36,6 +48,14 @@ export class HostError extends Error {
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
+  }
+}
+
+/** A command line a CLI cannot run (exit 64 with the usage text). Every CLI of the project uses this one. */
+export class UsageError extends HostError {
+  override name = "UsageError";
+  constructor(message: string) {
+    super(ErrorCode.Usage, message);
   }
 }
 

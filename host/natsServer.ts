@@ -161,7 +161,7 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
   const deadline = Date.now() + 15_000;
   let ports: { nats?: string[]; monitoring?: string[] } | undefined;
   while (Date.now() < deadline) {
-    if (exited) throw new Error(`nats-server exited during start-up:\n${out}`);
+    if (exited) throw new HostError(ErrorCode.NatsServerStart, `nats-server exited during start-up:\n${out}`);
     if (existsSync(portsFile)) {
       try {
         ports = JSON.parse(readFileSync(portsFile, "utf8"));
@@ -175,7 +175,7 @@ export async function startNatsServer(options: NatsServerOptions): Promise<Runni
   if (!ports?.nats?.length) {
     child.kill("SIGKILL");
     const files = existsSync(portsDir) ? readdirSync(portsDir).join(", ") : "";
-    throw new Error(`nats-server did not report its ports within 15s (files: ${files}):\n${out}`);
+    throw new HostError(ErrorCode.NatsServerStart, `nats-server did not report its ports within 15s (files: ${files}):\n${out}`);
   }
   const url = ports.nats[0]!;
   const port = Number(new URL(url).port);

@@ -1,3 +1,4 @@
+import { ErrorCode, HostError } from "./errors.ts";
 import type { KV } from "@nats-io/kv";
 import { isCasConflict, kvSafeToken } from "./rateLimit.ts";
 
@@ -68,7 +69,7 @@ export class RunRecords {
         if (!isCasConflict(err)) throw err;
       }
     }
-    throw new Error(`could not count ${key}: too much contention`);
+    throw new HostError(ErrorCode.Contention, `could not count ${key}: too much contention`);
   }
 
   async clearDeferrals(consumer: string, seq: number): Promise<void> {

@@ -1,4 +1,5 @@
 import type { NatsConnection } from "@nats-io/transport-node";
+import { ErrorCode, HostError } from "../host/errors.ts";
 import { otelEnvironment } from "../config/settings.ts";
 
 // Tracing bootstrap for every process of the project (host workers, dev stack, bridges, agents).
@@ -43,7 +44,7 @@ export async function startTracing(opts: TracingOptions): Promise<Tracing> {
   } else if (exporter === "console") {
     spanExporter = new tracing.ConsoleSpanExporter();
   } else {
-    if (!opts.nats) throw new Error("OTEL_TRACES_EXPORTER=nats needs a NATS connection (startTracing({ nats }))");
+    if (!opts.nats) throw new HostError(ErrorCode.Config, "OTEL_TRACES_EXPORTER=nats needs a NATS connection (startTracing({ nats }))");
     const { NatsSpanExporter } = await import("./natsSpanExporter.ts");
     spanExporter = new NatsSpanExporter(opts.nats.nc, opts.nats);
   }

@@ -97,10 +97,34 @@ export const ScenarioSchema = v.pipe(
 );
 export type Scenario = v.InferOutput<typeof ScenarioSchema>;
 
-export class ScenarioFormatError extends Error {
-  constructor(readonly file: string, readonly problems: string[]) {
-    super(`${file}: invalid scenario\n${problems.map((p) => `  ${p}`).join("\n")}`);
-    this.name = "ScenarioFormatError";
+/** The scenarios' error catalogue. */
+export const ScenarioErrorCode = {
+  /** A scenario file that does not exist, is not JSON, or does not match the format. */
+  Format: "SCENARIO_FORMAT",
+  /** The run's setup did not take (an agent did not appear in time). */
+  Setup: "SCENARIO_SETUP",
+  /** A replay found no event of the run it was asked for. */
+  RunNotFound: "SCENARIO_RUN_NOT_FOUND",
+} as const;
+export type ScenarioErrorCode = (typeof ScenarioErrorCode)[keyof typeof ScenarioErrorCode];
+
+export class ScenarioError extends Error {
+  override name = "ScenarioError";
+  constructor(
+    readonly code: ScenarioErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class ScenarioFormatError extends ScenarioError {
+  override name = "ScenarioFormatError";
+  constructor(
+    readonly file: string,
+    readonly problems: string[],
+  ) {
+    super(ScenarioErrorCode.Format, `${file}: invalid scenario\n${problems.map((p) => `  ${p}`).join("\n")}`);
   }
 }
 

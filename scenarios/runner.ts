@@ -4,7 +4,7 @@ import { join, resolve } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { connect, headers as natsHeaders, nuid, type NatsConnection } from "@nats-io/transport-node";
 import { DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
-import type { Scenario, Stimulus } from "./format.ts";
+import { ScenarioError, ScenarioErrorCode, type Scenario, type Stimulus } from "./format.ts";
 import { isPositive, judge, type AssertionResult, type LiveState, type RunEvent } from "./judge.ts";
 
 // Runs a scenario against a stack (NATS + the economy's functions): setup agents, send the stimuli
@@ -182,11 +182,11 @@ export async function runScenario(s: Scenario, opts: RunOptions): Promise<Report
       nc.publish("admin.genesis", JSON.stringify({ agent_id: px.id(a.id), credits: a.credits }), { headers: hdrs() });
       say(`setup: genesis ${a.id} with ${a.credits} credits`);
     }
-    for (const a of roots) if (!(await exists(a.id))) throw new Error(`setup: agent ${a.id} did not appear within the timeout`);
+    for (const a of roots) if (!(await exists(a.id))) throw new ScenarioError(ScenarioErrorCode.Setup, `setup: agent ${a.id} did not appear within the timeout`);
     for (const a of s.setup.agents.filter((x) => x.parent)) {
       nc.publish(`economic.spawn.${px.id(a.parent!)}`, JSON.stringify({ child_id: px.id(a.id), credits: a.credits }), { headers: hdrs() });
       say(`setup: ${a.parent} spawns ${a.id} with ${a.credits} credits`);
-      if (!(await exists(a.id))) throw new Error(`setup: agent ${a.id} did not appear within the timeout`);
+      if (!(await exists(a.id))) throw new ScenarioError(ScenarioErrorCode.Setup, `setup: agent ${a.id} did not appear within the timeout`);
     }
 
     if (s.setup.quotas) {
@@ -315,7 +315,7 @@ export async function replayScenario(s: Scenario, runId: string, opts: { natsUrl
       messages.stop();
     }
     opts.progress?.(`replay ${runId}: ${events.length} events of the run in AUDIT (${info.state.messages} in the stream)`);
-    if (!events.length) throw new Error(`no event in AUDIT has correlation_id ${runId}`);
+    if (!events.length) throw new ScenarioError(ScenarioErrorCode.RunNotFound, `no event in AUDIT has correlation_id ${runId}`);
     const assertions = judge({ scenario: s, events, market }).map((a) =>
       a.kind === "state" && a.observed === "unknown" ? { ...a, verdict: "not_replayable" as const, message: `not replayable: ${a.message}` } : a,
     );
