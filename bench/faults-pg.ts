@@ -1,8 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { checkLedger } from "../economy/ledger.ts";
-import { acceptableBid, bidsRecorded, deadLettersByReason, firstBidCommittedAfter, seedAgents } from "../test/helpers/chaos.ts";
-import { runCli, startCli, type CliProcess } from "../test/helpers/host.ts";
-import { startRestartablePostgres, type RestartablePostgres } from "../test/helpers/pg.ts";
+import { acceptableBid, bidsRecorded, deadLettersByReason, firstBidCommittedAfter, seedAgents } from "../testing/faults.ts";
+import { runCli, startCli, type CliProcess } from "../testing/cli.ts";
+import { startRestartablePostgres, type RestartablePostgres } from "../testing/postgres.ts";
 import { log, round, startBenchServer, verdictOf, waitFor, type BenchResult, type BenchServer, type Cell } from "./lib.ts";
 import type { Options } from "./options.ts";
 

@@ -3,5 +3,5 @@
 import { register } from "tsx/esm/api";
 
 register();
-const { run } = await import("../host/cli.ts");
+const { run } = await import("../cli/host.ts");
 run(process.argv.slice(2));

@@ -1,5 +1,5 @@
 import { createLogger } from "../host/log.ts";
-import { main } from "../host/cli.ts";
+import { main } from "../cli/host.ts";
 import { loadSettings } from "../config/settings.ts";
 import { databaseLogLine, openDatabase } from "./db.ts";
 

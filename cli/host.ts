@@ -1,26 +1,29 @@
-import { watch, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, watch, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadSettings, type Settings } from "../config/settings.ts";
-import { resolve } from "node:path";
+import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
-import type { HostConfig } from "./config.ts";
-import { describeNats, loadConfigFile, NATS_URL_FILE, DEFAULT_NATS_URL, resolveNats, serversOf, type ResolvedNats } from "./configFile.ts";
-import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "./deadLetter.ts";
-import { auditVerifyCommand, DEFAULT_AUDIT_STREAM } from "./audit.ts";
-import { coerceError, ErrorCode, HostError } from "./errors.ts";
-import { createLogger, type Logger } from "./log.ts";
-import { ensureNatsServer, isPortFree, startNatsServer, type RunningNatsServer } from "./natsServer.ts";
-import { Host } from "./runtime.ts";
-import { applyPlan, formatPlan, planStreams } from "./streams.ts";
-import { Supervisor } from "./supervisor.ts";
+import type { HostConfig } from "../host/config.ts";
+import { describeNats, loadConfigFile, NATS_URL_FILE, DEFAULT_NATS_URL, resolveNats, serversOf, type ResolvedNats } from "../host/configFile.ts";
+import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../host/deadLetter.ts";
+import { auditVerifyCommand, DEFAULT_AUDIT_STREAM } from "../host/audit.ts";
+import { coerceError, ErrorCode, HostError, UsageError } from "../host/errors.ts";
+import { createLogger, type Logger } from "../host/log.ts";
+import { ensureNatsServer, isPortFree, startNatsServer, type RunningNatsServer } from "../host/natsServer.ts";
+import { Host } from "../host/runtime.ts";
+import { discoverFunctions } from "../host/loader.ts";
+import { applyPlan, formatPlan, planStreams } from "../host/streams.ts";
+import { Supervisor } from "../host/supervisor.ts";
 import { startTracing } from "../otel/tracing.ts";
 import { otlpTracesUrl, TraceBridge } from "../otel/bridge.ts";
-import { installProcessPolicy } from "./processPolicy.ts";
-import { collectStatus, formatStatus, healthOf, table } from "./status.ts";
+import { installProcessPolicy } from "../host/processPolicy.ts";
+import { collectStatus, formatStatus, healthOf, table } from "../host/status.ts";
 
 // `host` — run functions and look after the streams they use. `host help` lists the commands.
+// The command line lives outside host/ (the embeddable library): it starts tracing from otel/,
+// which depends on host/, never the other way round.
 
 const USAGE = `Usage: host <command> [options]
 
@@ -94,16 +97,13 @@ function intFlag(raw: string | undefined, name: string, fallback: number, min = 
   return n;
 }
 
-class UsageError extends Error {
-  override name = "UsageError";
-}
 
 /** The streams a command reads, so that "stream not found" can say which one and what to run. */
 type StreamNeeds = { streams: string[]; config: string };
 
 async function withJsm<T>(nats: ResolvedNats, fn: (nc: NatsConnection, jsm: JetStreamManager) => Promise<T>, needs?: StreamNeeds): Promise<T> {
   const nc = await connect({ servers: serversOf(nats.url), name: "syntropism-cli" }).catch((err) => {
-    throw new Error(`cannot connect to NATS at ${nats.url} (${(err as Error).message}); set NATS_URL or run \`npm start\``);
+    throw new HostError(ErrorCode.NatsUnreachable, `cannot connect to NATS at ${nats.url} (${(err as Error).message}); set NATS_URL or run \`npm start\``, { cause: err });
   });
   try {
     const jsm = await jetstreamManager(nc);
@@ -350,6 +350,7 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
   mkdirSync(dir, { recursive: true });
   const watcher = watch(dir, { recursive: true }, schedule);
   const poll = setInterval(schedule, 2000);
+  const shared = watchSharedModules(dir, log);
 
   process.stdout.write(
     [
@@ -357,7 +358,7 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
       "Syntropism dev stack",
       `  NATS          ${url}${server ? "  (local nats-server, data in .data/nats)" : ""}`,
       ...(server?.monitorUrl ? [`  monitoring    ${server.monitorUrl}`] : []),
-      `  functions     ${dir}  (${host.functions.length} loaded; edits reload without a restart)`,
+      `  functions     ${dir}  (${host.functions.length} loaded; function edits reload without a restart, edits of modules they import need one)`,
       "",
       `  try:  nats --server ${url} micro ls`,
       `        npm run host -- status        ${server ? `(from this folder: the CLIs find this server through ${NATS_URL_FILE})` : `(with NATS_URL=${url})`}`,
@@ -371,6 +372,7 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
       if (stopping) return;
       stopping = true;
       watcher.close();
+      shared.close();
       clearInterval(poll);
       clearTimeout(timer);
       await reloading;
@@ -392,6 +394,38 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
       void stop(crashed ? 1 : 0);
     });
   });
+}
+
+/**
+ * Modules outside the functions folder (economy/*.ts, …) load once per process: `host dev` reloads
+ * a function file, not what it imports. Rather than run an edit of one silently without it, say
+ * which file changed and that it needs a restart. Watched: the top-level folders (beside the
+ * functions folder) that function files import from, and the host's own folder.
+ */
+function watchSharedModules(functionsDir: string, log: Logger): { close(): void } {
+  const root = dirname(functionsDir);
+  const folders = new Set<string>([dirname(fileURLToPath(import.meta.resolve("../host/mod.ts")))]);
+  for (const f of discoverFunctions(functionsDir)) {
+    for (const m of readFileSync(f.file, "utf8").matchAll(/from\s+"(\.{1,2}\/[^"]+)"/g)) {
+      const target = resolve(dirname(f.file), m[1]!);
+      const rel = relative(root, target);
+      if (rel.startsWith("..") || target.startsWith(functionsDir + sep)) continue;
+      const top = rel.split(sep)[0]!;
+      if (top && top !== rel) folders.add(join(root, top));
+    }
+  }
+  const last = new Map<string, number>();
+  const watchers = [...folders].filter((d) => existsSync(d)).map((d) =>
+    watch(d, { recursive: true }, (_event, name) => {
+      if (!name || !/\.(ts|mts|js|mjs)$/.test(String(name))) return;
+      const file = relative(root, join(d, String(name)));
+      const now = Date.now();
+      if (now - (last.get(file) ?? 0) < 1000) return; // one line per save
+      last.set(file, now);
+      log.warn({ file }, `${file} changed: modules outside ${relative(root, functionsDir) || functionsDir}/ load once per process, so this edit takes effect after a restart (Ctrl-C, then npm start again); edits of function files reload by themselves`);
+    }),
+  );
+  return { close: () => watchers.forEach((w) => w.close()) };
 }
 
 // -------------------------------------------------------------------------------------- streams
@@ -460,7 +494,7 @@ async function dlq(sub: string | undefined, args: string[], flags: Flags, nats: 
           targets = [];
           for (const a of args) {
             const dl = await getDeadLetter(jsm, stream, intFlag(a, "seq", NaN, 1));
-            if (!dl) throw new Error(`no dead letter with sequence ${a}`);
+            if (!dl) throw new HostError(ErrorCode.DeadLetterNotFound, `no dead letter with sequence ${a}`);
             targets.push(dl);
           }
         }
@@ -542,7 +576,7 @@ async function health(flags: Flags, nats: ResolvedNats): Promise<number> {
 
 // ---------------------------------------------------------------------------------------- entry
 
-/** Runs the CLI and exits with its code; bin/host.mjs and `tsx host/cli.ts` both end here. */
+/** Runs the CLI and exits with its code; bin/host.mjs and `tsx cli/host.ts` both end here. */
 export function run(argv: string[]): void {
   main(argv).then(
     (code) => process.exit(code),
