@@ -1,6 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
@@ -80,6 +80,35 @@ describe("host dev", () => {
     await dev.waitForLog("load failure reported", (l) => l.msg === "could not load function; keeping the previous version");
     assert.equal(await ask("dev.first"), "one, edited", "a broken edit took the previous version down");
     assert.equal(dev.child.exitCode, null);
+    assert.equal((await dev.stop("SIGINT")).code, 0);
+  });
+
+  it("names an edited module that function files import, which a reload does not pick up", async () => {
+    const root = tmpFunctions();
+    mkdirSync(join(root, "functions"));
+    mkdirSync(join(root, "lib"));
+    writeFileSync(join(root, "lib", "shared.ts"), 'export const word = "one";\n');
+    writeFileSync(
+      join(root, "functions", "uses.ts"),
+      `import { defineFunction } from ${JSON.stringify(MOD)};
+import { word } from "../lib/shared.ts";
+export default defineFunction({ trigger: { type: "request", subject: "dev.uses" }, handler: () => ({ reply: word }) });
+`,
+    );
+    const dev = startCli(hooks, ["dev", "--config", FIXTURE_CONFIG, "--functions", join(root, "functions")], { NATS_URL: nats.url, LOG_LEVEL: "info" });
+    await waitFor("dev stack up", () => dev.output().includes("Syntropism dev stack") || undefined, 30_000);
+    writeFileSync(join(root, "lib", "shared.ts"), 'export const word = "two";\n');
+    const line = await dev.waitForLog("the edit named", (l) => l.file === join("lib", "shared.ts"));
+    assert.equal(line.level, "warn");
+    assert.match(String(line.msg), /takes effect after a restart/);
+    // a function file's own edit reloads, and is not reported as needing a restart
+    writeFileSync(join(root, "functions", "uses.ts"), readFileSync(join(root, "functions", "uses.ts"), "utf8").replace("reply: word", 'reply: word + "!"'));
+    const reply = await waitFor("edited function answers", async () => {
+      const r = (await nats.nc.request("dev.uses", "", { timeout: 1000 })).json<{ reply: string }>().reply;
+      return r.endsWith("!") ? r : undefined;
+    });
+    assert.equal(reply, "one!", "the shared module stays as loaded until a restart, as the line said");
+    assert.ok(!dev.logs().some((l) => String(l.file ?? "").includes("uses.ts")));
     assert.equal((await dev.stop("SIGINT")).code, 0);
   });
 
