@@ -4,6 +4,7 @@
 // (insufficient funds, unknown agent, bad amount, a reused message id) can never succeed, so it
 // becomes a NonRetriableError; anything else is retried.
 
+import { CodedError } from "../host/errors.ts";
 import { formatCredits } from "./money.ts";
 
 export const EconomyErrorCode = {
@@ -44,13 +45,8 @@ export const EconomyErrorCode = {
 } as const;
 export type EconomyErrorCode = (typeof EconomyErrorCode)[keyof typeof EconomyErrorCode];
 
-export class EconomyError extends Error {
+export class EconomyError extends CodedError<EconomyErrorCode> {
   override name = "EconomyError";
-  readonly code: EconomyErrorCode;
-  constructor(code: EconomyErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = code;
-  }
 }
 
 /** The debited agent's available balance (balance − reserved by open bids) is below the amount. */

@@ -1,3 +1,5 @@
+import { CodedError } from "../host/errors.ts";
+
 // The gateway's errors: one class, one catalogue of stable codes.
 
 /** The gateway's error catalogue; the codes are also what an agent's error reply carries. */
@@ -14,14 +16,14 @@ export const GatewayErrorCode = {
 export type GatewayErrorCode = (typeof GatewayErrorCode)[keyof typeof GatewayErrorCode];
 
 /** `transient`: worth retrying (timeout, server down); otherwise the same request will fail again. */
-export class GatewayError extends Error {
+export class GatewayError extends CodedError<GatewayErrorCode> {
   override name = "GatewayError";
   constructor(
-    readonly code: GatewayErrorCode,
+    code: GatewayErrorCode,
     message: string,
     readonly transient: boolean,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }

@@ -42,13 +42,20 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-export class HostError extends Error {
-  override name = "HostError";
-  readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+/**
+ * The one shape of the project's errors: a stable `code` from a package's catalogue (host here,
+ * the economy, the gateway, the scenarios each have theirs) and a message for people.
+ */
+export class CodedError<C extends string = string> extends Error {
+  readonly code: C;
+  constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
   }
+}
+
+export class HostError extends CodedError<ErrorCode> {
+  override name = "HostError";
 }
 
 /** A command line a CLI cannot run (exit 64 with the usage text). Every CLI of the project uses this one. */

@@ -20,7 +20,7 @@ export { defineResource } from "./resource.ts";
 export type { Resource, ResourceContext, ResourceOptions, ResourceValue, ResourceValues } from "./resource.ts";
 export { defineConfig } from "./config.ts";
 export type { HostConfigInput as HostConfig, KvSpecInput as KvSpec, StreamSpecInput as StreamSpec } from "./config.ts";
-export { ErrorCode, HostError, NonRetriableError, RetryAfterError, StreamFullError } from "./errors.ts";
+export { CodedError, ErrorCode, HostError, NonRetriableError, RetryAfterError, StreamFullError } from "./errors.ts";
 export type { SerializedError } from "./errors.ts";
 export { Header } from "./headers.ts";
 export type { Logger } from "./log.ts";

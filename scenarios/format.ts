@@ -1,4 +1,5 @@
 import { readFileSync, existsSync } from "node:fs";
+import { CodedError } from "../host/errors.ts";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as v from "valibot";
@@ -108,14 +109,8 @@ export const ScenarioErrorCode = {
 } as const;
 export type ScenarioErrorCode = (typeof ScenarioErrorCode)[keyof typeof ScenarioErrorCode];
 
-export class ScenarioError extends Error {
+export class ScenarioError extends CodedError<ScenarioErrorCode> {
   override name = "ScenarioError";
-  constructor(
-    readonly code: ScenarioErrorCode,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 export class ScenarioFormatError extends ScenarioError {
