@@ -175,11 +175,15 @@ export async function relayOutbox(sql: Sql, publish: EventPublisher, options: Re
  * deferral, trace context), msg id = event id, with headers naming the event's own conversation —
  * a clearing or the relay states facts about messages of many — and who states it.
  */
-export function contextPublisher(ctx: Pick<FunctionContext, "publish">): EventPublisher {
+export function contextPublisher(ctx: Pick<FunctionContext, "publish" | "fn" | "msgId" | "headers">): EventPublisher {
+  // ctx.publish names the handled message's conversation already (its correlation, itself as
+  // cause, the function as sender): only an event that says otherwise needs headers of its own
+  const correlation = ctx.headers[Header.CorrelationId] ?? ctx.msgId;
   return (subject, envelope, msgId) => {
-    const headers: Record<string, string> = { [Header.Sender]: envelope.from };
-    if (envelope.correlation_id) headers[Header.CorrelationId] = envelope.correlation_id;
-    if (envelope.causation_id) headers[Header.CausationId] = envelope.causation_id;
+    const headers: Record<string, string> = {};
+    if (envelope.from !== ctx.fn) headers[Header.Sender] = envelope.from;
+    if (envelope.correlation_id && envelope.correlation_id !== correlation) headers[Header.CorrelationId] = envelope.correlation_id;
+    if (envelope.causation_id && envelope.causation_id !== ctx.msgId) headers[Header.CausationId] = envelope.causation_id;
     return ctx.publish(subject, envelope, { msgId, headers });
   };
 }

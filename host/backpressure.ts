@@ -44,6 +44,21 @@ export class Backpressure {
     return name;
   }
 
+  /**
+   * Without waiting: whether a publish on `subject` may go now — true when the subject's stream is
+   * known and below high water (a stale reading counts, and starts a refresh), or no stream captures
+   * it; undefined when either is not known yet (then ask streamFor and waitBelowHighWater).
+   */
+  clearNow(subject: string): { stream: string | null } | undefined {
+    const stream = this.#streamOfSubject.get(subject);
+    if (stream === undefined) return undefined;
+    if (stream === null) return { stream };
+    const d = this.#depth.get(stream);
+    if (!d) return undefined;
+    if (Date.now() - d.at >= this.#opts.cacheMs) void this.depth(stream);
+    return d.fill < this.#opts.highWater ? { stream } : undefined;
+  }
+
   /** Cached depth reading; refreshed in the background once older than cacheMs. */
   async depth(stream: string): Promise<Depth | undefined> {
     const cached = this.#depth.get(stream);

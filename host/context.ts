@@ -126,8 +126,10 @@ class HandlerContext implements FunctionContext {
   readonly #working: () => void;
   readonly #cancel: Cancellation;
   #published = 0;
-  /** Resolves when this handler's latest publish has been sent: the next one goes after it. */
+  /** Resolves when this handler's latest waiting publish has been sent: the next one goes after it. */
   #sent: Promise<void> = Promise.resolve();
+  /** Publishes of this handler waiting for their turn or their backpressure check. */
+  #waiting = 0;
   #bound?: Pick<FunctionContext, "publish" | "broadcast" | "request" | "kv" | "working">;
 
   constructor(fn: ResolvedFunction, info: MessageInfo, deps: ContextDeps, cancel: Cancellation, working: () => void, delivery: Delivery) {
@@ -198,36 +200,54 @@ class HandlerContext implements FunctionContext {
     // JetStream drops the repeat within the stream's duplicate window.
     const n = this.#published++;
     const msgID = opts.msgId ?? `${this.#info.msgId}:${fn.id}:${n}`;
-    // Publishes of one handler reach the server in call order, pipelined: each waits for the one
-    // before it to be sent (not acknowledged) before its own backpressure check and send.
-    const before = this.#sent;
-    let sent!: () => void;
-    this.#sent = new Promise<void>((r) => (sent = r));
+    // Publishes of one handler reach the server in call order, pipelined. Usually the stream and
+    // its depth are known and below high water: the publish is sent at once, in this call. Otherwise
+    // it waits for the one before it to be sent (not acknowledged), then for its backpressure check.
+    const bp = deps.backpressure;
+    const now = this.#waiting === 0 ? bp.clearNow(subject) : undefined;
+    const line = now ? undefined : this.#line();
     let send: ReturnType<typeof startSendSpan> | undefined;
-    let stream: string | null = null;
+    let stream: string | null = now?.stream ?? null;
     try {
-      await before;
-      const bp = deps.backpressure;
-      stream = await bp.streamFor(subject);
-      if (stream) {
-        fn.outputs.add(stream);
-        await bp.waitBelowHighWater(stream, Math.min(fn.timeoutMs / 2, 5000), this.signal);
+      if (line) {
+        await line.before;
+        stream = await bp.streamFor(subject);
+        if (stream) await bp.waitBelowHighWater(stream, Math.min(fn.timeoutMs / 2, 5000), this.signal);
       }
+      if (stream) fn.outputs.add(stream);
       const h = causedHeaders(this.#info, opts.headers);
       send = startSendSpan("send", subject, this.#delivery.otel, h, { [Attr.messageId]: msgID });
       const acked = deps.js.publish(subject, encodeJson(data), { msgID, headers: h });
-      sent();
+      line?.done();
       const ack = await acked;
       if (send.span.isRecording()) send.span.setAttribute(Attr.streamSeq, ack.seq);
       endSpan(send.span, ack.duplicate ? "nak" : "ack");
       return ack;
     } catch (err) {
-      sent();
+      line?.done();
       const mapped = asStreamFull(err, stream);
       if (mapped !== err && stream) deps.backpressure.markFull(stream);
       if (send) endSpan(send.span, "error", { message: (mapped as Error).message, code: (mapped as { code?: string }).code });
       throw mapped;
     }
+  }
+
+  /** A place behind this handler's waiting publishes; `done` (once) lets the next one go. */
+  #line(): { before: Promise<void>; done: () => void } {
+    const before = this.#sent;
+    let open!: () => void;
+    this.#sent = new Promise<void>((r) => (open = r));
+    this.#waiting++;
+    let done = false;
+    return {
+      before,
+      done: () => {
+        if (done) return;
+        done = true;
+        this.#waiting--;
+        open();
+      },
+    };
   }
 
   #broadcast(subject: string, data: unknown, opts?: { headers?: Record<string, string> }): void {
