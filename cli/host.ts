@@ -320,7 +320,7 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
     mkdirSync(dataDir, { recursive: true });
     const port = (await isPortFree(4222)) ? 4222 : -1;
     const httpPort = (await isPortFree(8222)) ? 8222 : -1;
-    server = await startNatsServer({ binary, storeDir: dataDir, portsDir: resolve(".data/run"), port, httpPort, serverName: "syntropism-dev" });
+    server = await startNatsServer({ binary, storeDir: dataDir, portsDir: resolve(".data/run"), port, httpPort, serverName: "syntropism-dev", ownProcessGroup: true });
     url = server.url;
     writeFileSync(urlFile, `${url}\n`);
     if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");

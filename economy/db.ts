@@ -145,6 +145,8 @@ export type OpenDatabaseOptions = ConnectOptions & {
   /** Apply migrations (default true). */
   migrate?: boolean;
   log?: (msg: string) => void;
+  /** An embedded cluster started now runs away from the terminal's Ctrl-C (`npm start`). Default false. */
+  ownProcessGroup?: boolean;
 };
 
 /**
@@ -163,7 +165,7 @@ export async function openDatabase(options: OpenDatabaseOptions = {}): Promise<D
       url = running.url;
       cluster = { requested, dataDir, pid: running.pid };
     } else {
-      embedded = await startEmbeddedPostgres({ dataDir: requested, log: options.log });
+      embedded = await startEmbeddedPostgres({ dataDir: requested, log: options.log, ownProcessGroup: options.ownProcessGroup });
       url = embedded.url;
       cluster = { requested, dataDir: embedded.dataDir, pid: embedded.pid };
     }

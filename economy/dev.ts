@@ -9,7 +9,7 @@ import { databaseLogLine, openDatabase } from "./db.ts";
 
 const settings = loadSettings();
 const log = createLogger({ level: settings.log.level, bindings: { service: "economy" } });
-const db = await openDatabase({ url: settings.economy.databaseUrl, log: (m) => log.info({}, m) });
+const db = await openDatabase({ url: settings.economy.databaseUrl, log: (m) => log.info({}, m), ownProcessGroup: true });
 await db.sql.end({ timeout: 5 });
 const line = databaseLogLine(db);
 log.info(line.fields, line.msg);

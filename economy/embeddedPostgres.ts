@@ -57,6 +57,8 @@ export type EmbeddedPostgresOptions = {
   /** How long initdb plus start-up may take; default 60 s. */
   timeoutMs?: number;
   log?: (line: string) => void;
+  /** Away from the terminal's Ctrl-C, in a process group of its own (spawnLocalServer in host/natsServer.ts). Default false. */
+  ownProcessGroup?: boolean;
 };
 
 export type RunningPostgres = {
@@ -264,17 +266,17 @@ function postgresUrl(user: string, password: string, host: string, port: number,
 
 type Launch = { child: ChildProcess; output: () => string; exited: () => boolean };
 
-function launch(binaries: Binaries, dataDir: string, port: number, runAs: RunAs, settings: Record<string, string>, timeoutMs: number): Promise<Launch> {
+function launch(binaries: Binaries, dataDir: string, port: number, runAs: RunAs, settings: Record<string, string>, timeoutMs: number, ownProcessGroup: boolean): Promise<Launch> {
   const args = ["-D", dataDir, "-p", String(port)];
   for (const [k, v] of Object.entries(settings)) args.push("-c", `${k}=${v}`);
-  // its own process group, so that Ctrl-C in `npm start`'s terminal does not reach it: `npm start`
-  // stops it last, after the functions that use it; SIGINT (fast shutdown) if this process dies
+  // under `npm start` its own process group, so that Ctrl-C in the terminal does not reach it: `npm
+  // start` stops it last, after the functions that use it; SIGINT (fast shutdown) if this process dies
   const child = spawnLocalServer(binaries.postgres, args, {
     uid: runAs.uid,
     gid: runAs.gid,
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, LC_ALL: "C", LC_MESSAGES: "C" },
-  }, "INT");
+  }, "INT", ownProcessGroup);
   let out = "";
   let exited = false;
   const state: Launch = { child, output: () => out, exited: () => exited };
@@ -362,7 +364,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   let port = options.port ?? (await nextFreePort());
   for (let attempt = 1; !launched; attempt++) {
     try {
-      launched = await launch(binaries, dataDir, port, runAs, settings, timeoutMs);
+      launched = await launch(binaries, dataDir, port, runAs, settings, timeoutMs, options.ownProcessGroup ?? false);
     } catch (err) {
       // another process took the free port between choosing and binding it: choose again
       const taken = /could not bind|Address already in use|could not create any TCP\/IP sockets/.test((err as Error).message);
