@@ -1,7 +1,6 @@
 import { formatTable, log, setupInfo, writeResults, type BenchResult } from "./lib.ts";
 import { latency } from "./latency.ts";
 import { parseOptions, usage, type BenchName, type Options } from "./options.ts";
-import { UsageError } from "../host/errors.ts";
 import { pingpong } from "./pingpong.ts";
 import { throughput } from "./throughput.ts";
 import { bids } from "./bids.ts";

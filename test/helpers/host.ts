@@ -1,6 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
 import { resolve } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
 import type { JetStreamManager, MsgRequest, StoredMsg } from "@nats-io/jetstream";
 import { loadConfigFile } from "../../host/configFile.ts";
 import { createLogger } from "../../host/log.ts";
