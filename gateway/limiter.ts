@@ -3,9 +3,9 @@ import PQueue from "p-queue";
 
 // The per-MCP-server limiter in each worker: at most `maxConcurrent` calls in flight, and call
 // starts at least `minTimeMs` apart, in the order they were scheduled. This is what bottleneck's
-// `maxConcurrent` / `minTime` did, and it keeps bottleneck's algorithm: a call takes a slot, waits
-// until `minTimeMs` after the previous start (holding the slot meanwhile, as bottleneck does), and
-// the start after it is reserved at that point.
+// `maxConcurrent` / `minTime` did, and it keeps bottleneck's algorithm: a call takes a slot and
+// waits until `minTimeMs` after the previous call's start (holding the slot meanwhile, as bottleneck
+// does); the next call waits for this one's start in turn.
 //
 // p-queue gives the slots. Its `interval` / `intervalCap` do not give the spacing: they count starts
 // per fixed window, anchored at the first start, so two starts can fall on either side of a window
@@ -17,8 +17,8 @@ export type LimiterOptions = { maxConcurrent: number; minTimeMs: number };
 export class ServerLimiter {
   readonly #queue: PQueue;
   readonly #minTimeMs: number;
-  /** When (performance.now()) the next call may start. */
-  #nextStart = 0;
+  /** Resolves to when (performance.now()) the last call to start did start; the next waits for it. */
+  #lastStart: Promise<number> = Promise.resolve(-Infinity);
   /** Calls not yet started, so that stop() can reject them. */
   readonly #waiting = new Set<(err: Error) => void>();
   #stopped?: Error;
@@ -38,10 +38,14 @@ export class ServerLimiter {
           async () => {
             this.#waiting.delete(reject);
             if (this.#minTimeMs > 0) {
-              const now = performance.now();
-              const wait = Math.max(0, this.#nextStart - now);
-              this.#nextStart = now + wait + this.#minTimeMs;
+              // in turn: measured from when the previous call really started (a timer fires late,
+              // never early), so no two starts are closer than minTimeMs
+              const previous = this.#lastStart;
+              let started!: (at: number) => void;
+              this.#lastStart = new Promise<number>((r) => (started = r));
+              const wait = (await previous) + this.#minTimeMs - performance.now();
               if (wait > 0) await sleep(wait);
+              started(performance.now());
             }
             return fn();
           },
