@@ -1,39 +1,87 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, relative } from "node:path";
 import type { TestContext } from "node:test";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { startNatsServer, type RunningNatsServer } from "../host/natsServer.ts";
+import { Authority } from "../auth/authority.ts";
+import type { Role } from "../auth/permissions.ts";
 
 // A real nats-server with JetStream for one test suite: random loopback port, temporary store,
 // stopped and deleted after the suite.
 
 export type TestNats = RunningNatsServer & {
+  /** Connected as the operator (`admin`) when the server has authentication. */
   nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   dir: string;
+  /** Set when started with `auth: true`: the identities the server trusts. */
+  auth?: TestAuth;
 };
+
+export type TestAuth = {
+  authority: Authority;
+  /** Connection options of a component (its credentials), to spread into `connect()` or a Host's options. */
+  options(role: Role): Pick<ConnectionOptions, "authenticator">;
+  /** The credentials file of a component. */
+  credsFile(role: Role): string;
+  /** Connects as a component or as an agent whose credentials expire at `expiresAt` (default: in an hour). */
+  connect(who: Role | { agent: string; expiresAt?: Date }, extra?: Partial<ConnectionOptions>): Promise<NatsConnection>;
+};
+
+const credsOf = (file: string) => credsAuthenticator(new TextEncoder().encode(readFileSync(file, "utf8")));
+
+async function testAuth(dir: string, url: () => string, track: (nc: NatsConnection) => void): Promise<TestAuth> {
+  const authority = await Authority.open(join(dir, "auth"), { create: true });
+  return {
+    authority,
+    options: (role) => ({ authenticator: credsOf(authority.credsFile(role)) }),
+    credsFile: (role) => authority.credsFile(role),
+    async connect(who, extra = {}) {
+      let opts: Partial<ConnectionOptions>;
+      if (typeof who === "string") opts = { authenticator: credsOf(authority.credsFile(who)), name: who };
+      else {
+        const c = await authority.agentCredentials(who.agent, who.expiresAt ?? new Date(Date.now() + 3600_000));
+        opts = { authenticator: credsAuthenticator(new TextEncoder().encode(c.creds)), inboxPrefix: c.inboxPrefix, name: `agent ${who.agent}` };
+      }
+      const nc = await connect({ servers: url(), ...opts, ...extra });
+      track(nc);
+      return nc;
+    },
+  };
+}
 
 type Hooks = Pick<TestContext, "after"> | { after: (fn: () => Promise<void>) => void };
 
 /** `config` is extra nats-server configuration text (e.g. `max_payload: 8388608`). */
-export async function startTestNats(t: Hooks, opts: { args?: string[]; config?: string } = {}): Promise<TestNats> {
+/**
+ * `config` is extra nats-server configuration text (e.g. `max_payload: 8388608`). `auth: true`
+ * runs the server with the project's JWT authentication (auth/authority.ts), keys in the suite's
+ * temporary folder; `nc` is then the operator's connection and `auth` connects the others.
+ */
+export async function startTestNats(t: Hooks, opts: { args?: string[]; config?: string; auth?: boolean } = {}): Promise<TestNats> {
   const dir = mkdtempSync(join(tmpdir(), "syntropism-nats-"));
   const args = [...(opts.args ?? [])];
-  if (opts.config) {
-    writeFileSync(join(dir, "server.conf"), `${opts.config}\n`);
+  const opened: NatsConnection[] = [];
+  let url = "";
+  const auth = opts.auth ? await testAuth(dir, () => url, (c) => opened.push(c)) : undefined;
+  const config = [auth ? `include ${JSON.stringify(relative(dir, auth.authority.serverConfigFile()))}` : "", opts.config ?? ""].filter(Boolean).join("\n");
+  if (config) {
+    writeFileSync(join(dir, "server.conf"), `${config}\n`);
     args.push("-c", join(dir, "server.conf"));
   }
   const server = await startNatsServer({ storeDir: join(dir, "js"), portsDir: dir, httpPort: -1, args });
-  const nc = await connect({ servers: server.url });
+  url = server.url;
+  const nc = await connect({ servers: server.url, ...(auth ? auth.options("admin") : {}) });
   t.after(async () => {
+    for (const c of opened) await c.close().catch(() => {});
     await nc.close().catch(() => {});
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   });
-  return { ...server, nc, js: jetstream(nc), jsm: await jetstreamManager(nc), dir };
+  return { ...server, nc, js: jetstream(nc), jsm: await jetstreamManager(nc), dir, ...(auth ? { auth } : {}) };
 }
 
 /**
