@@ -6,7 +6,8 @@ import { parseArgs } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import type { HostConfig } from "../host/config.ts";
-import { describeNats, loadConfigFile, NATS_URL_FILE, DEFAULT_NATS_URL, resolveNats, serversOf, type ResolvedNats } from "../host/configFile.ts";
+import { AUTH_DIR, describeNats, explainConnectError, loadConfigFile, natsConnectOptions, NATS_URL_FILE, DEFAULT_NATS_URL, resolveNats, serversOf, type NatsRole, type ResolvedNats } from "../host/configFile.ts";
+import { Authority } from "../auth/authority.ts";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../host/deadLetter.ts";
 import { auditVerifyCommand, DEFAULT_AUDIT_STREAM } from "../host/audit.ts";
 import { coerceError, ErrorCode, HostError, UsageError } from "../host/errors.ts";
@@ -29,8 +30,15 @@ const USAGE = `Usage: host <command> [options]
 
 Run functions
   start [--workers N] [--apply]      run functions/ in N supervised worker processes (default 1)
-  dev                                local stack: nats-server (unless NATS_URL), streams applied,
-                                     functions hot-reloaded when files change
+  dev [--no-auth]                    local stack: nats-server (unless NATS_URL) with authentication
+                                     (identities in .data/auth), streams applied, functions
+                                     hot-reloaded when files change; --no-auth for experiments only
+
+Identities (decentralized JWT; docs/security.md)
+  auth init                          create .data/auth (operator, accounts, component credentials)
+  auth agent ID [--ttl MS] [--out F] credentials for agent ID, valid for MS (default: to the end of
+                                     the current window + 30 s); printed, or written to F (0600)
+  auth revoke ID...                  revoke every credential of these agents on the running server
 
 Streams and buckets (streams.config.ts)
   streams plan                       show how the server differs from the config (exit 2 on drift)
@@ -62,7 +70,8 @@ Common options
   --grace MS        shutdown grace period for in-flight handlers (default 10000)
 
 Environment: NATS_URL (unset: the server \`npm start\` wrote to .data/nats.url if it answers, else
-nats://127.0.0.1:4222; every command says which on stderr), LOG_LEVEL (debug|info|warn|error),
+nats://127.0.0.1:4222; every command says which on stderr), NATS_CREDS (credentials file; unset:
+the command's own in .data/auth for the server \`npm start\` runs), LOG_LEVEL (debug|info|warn|error),
 OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_TRACES_EXPORTER / OTEL_SERVICE_NAME (tracing; off when unset).
 `;
 
@@ -81,6 +90,9 @@ const OPTIONS = {
   interval: { type: "string" },
   stream: { type: "string" },
   subject: { type: "string" },
+  "no-auth": { type: "boolean" },
+  ttl: { type: "string" },
+  out: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -102,8 +114,8 @@ function intFlag(raw: string | undefined, name: string, fallback: number, min = 
 type StreamNeeds = { streams: string[]; config: string };
 
 async function withJsm<T>(nats: ResolvedNats, fn: (nc: NatsConnection, jsm: JetStreamManager) => Promise<T>, needs?: StreamNeeds): Promise<T> {
-  const nc = await connect({ servers: serversOf(nats.url), name: "syntropism-cli" }).catch((err) => {
-    throw new HostError(ErrorCode.NatsUnreachable, `cannot connect to NATS at ${nats.url} (${(err as Error).message}); set NATS_URL or run \`npm start\``, { cause: err });
+  const nc = await connect({ servers: serversOf(nats.url), ...natsConnectOptions(nats), name: "syntropism-cli" }).catch((err) => {
+    throw new HostError(ErrorCode.NatsUnreachable, explainConnectError(nats, err), { cause: err });
   });
   try {
     const jsm = await jetstreamManager(nc);
@@ -167,7 +179,9 @@ export async function main(argv: string[], options: { settings?: Settings } = {}
   // each command that talks to NATS resolves the server once and says on stderr which it is;
   // start and trace-bridge as a log line (everything `host start` prints is one JSON object a line)
   const resolveServer = async (): Promise<ResolvedNats> => {
-    const nats = await resolveNats();
+    // workers and the process that supervises them are the service; everything else an operator
+    const role: NatsRole = command === "start" || command === "trace-bridge" ? "service" : "admin";
+    const nats = await resolveNats({ role });
     if (command === "start" || command === "trace-bridge") log.info({ nats: nats.url, source: nats.source, ...(nats.note ? { note: nats.note } : {}) }, describeNats(nats));
     else process.stderr.write(`${describeNats(nats)}\n`);
     return nats;
@@ -195,6 +209,8 @@ export async function main(argv: string[], options: { settings?: Settings } = {}
       });
     case "trace-bridge":
       return traceBridge(log, await resolveServer());
+    case "auth":
+      return auth(sub, rest, flags, settings, resolveServer);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -225,7 +241,7 @@ async function start(flags: Flags, log: Logger, nats: ResolvedNats, settings: Se
   });
   const args = ["worker", "--functions", functionsDir(flags), "--config", configPath(flags), "--grace", String(grace)];
   // the workers get the server resolved here (it may have come from .data/nats.url) as their NATS_URL
-  const supervisor = new Supervisor({ workers, module: fileURLToPath(import.meta.url), args, log, stopTimeoutMs: grace + 10_000, env: { NATS_URL: nats.url } });
+  const supervisor = new Supervisor({ workers, module: fileURLToPath(import.meta.url), args, log, stopTimeoutMs: grace + 10_000, env: { NATS_URL: nats.url, ...(nats.creds ? { NATS_CREDS: nats.creds } : {}) } });
   let stopping: Promise<void> | undefined;
   const done = new Promise<number>((resolveExit) => {
     const onSignal = (signal: NodeJS.Signals) => {
@@ -254,8 +270,9 @@ async function worker(flags: Flags, log: Logger, settings: Settings): Promise<nu
   const tracing = await startTracing({ serviceName: config.service.name });
   let stop: (why: string, code?: number) => void = () => {};
   const host = new Host({
-    // the server `host start` resolved, handed down as NATS_URL
+    // the server `host start` resolved and its credentials, handed down as NATS_URL and NATS_CREDS
     servers: serversOf(settings.nats.url ?? DEFAULT_NATS_URL),
+    ...natsConnectOptions({ creds: settings.nats.creds }),
     functionsDir: functionsDir(flags),
     config,
     settings,
@@ -314,13 +331,27 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
     rmSync(urlFile, { force: true });
     log.info({ pid: server.pid }, "local nats-server stopped");
   };
+  // the local server's identities: created once in .data/auth, checked on every start
+  let authority: Authority | undefined;
+  let creds = settings.nats.creds;
   if (!url) {
     const binary = ensureNatsServer((m) => log.info({}, m));
     const dataDir = resolve(".data/nats");
     mkdirSync(dataDir, { recursive: true });
+    const args: string[] = [];
+    if (flags["no-auth"]) {
+      log.warn({}, "AUTHENTICATION IS OFF (--no-auth): any client of this nats-server can mint credits (admin.genesis), act as any agent and delete the audit stream. For experiments only; never expose this server.");
+    } else {
+      authority = await Authority.open(AUTH_DIR, { create: true });
+      args.push("-c", authority.serverConfigFile());
+      creds = authority.credsFile("service");
+      // JetStream keeps each account's streams apart: those of a run without authentication are
+      // in the global account ($G), which this server does not serve
+      if (existsSync(join(dataDir, "jetstream", "$G", "streams"))) log.warn({ dir: join(dataDir, "jetstream", "$G") }, "streams from a run without authentication are not visible with authentication on (they belong to the global account); the streams are created afresh. Delete that folder to reclaim its space, or run with --no-auth to see them");
+    }
     const port = (await isPortFree(4222)) ? 4222 : -1;
     const httpPort = (await isPortFree(8222)) ? 8222 : -1;
-    server = await startNatsServer({ binary, storeDir: dataDir, portsDir: resolve(".data/run"), port, httpPort, serverName: "syntropism-dev", ownProcessGroup: true });
+    server = await startNatsServer({ binary, storeDir: dataDir, portsDir: resolve(".data/run"), port, httpPort, serverName: "syntropism-dev", ownProcessGroup: true, args });
     url = server.url;
     writeFileSync(urlFile, `${url}\n`);
     if (port === -1) log.warn({ port: server.port }, "port 4222 is taken; the local nats-server uses another");
@@ -328,8 +359,8 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
   const config = await loadConfigFile(configPath(flags));
   const tracing = await startTracing({ serviceName: config.service.name });
   const dir = functionsDir(flags);
-  settings = { ...settings, nats: { ...settings.nats, url } };
-  const host = new Host({ servers: url, functionsDir: dir, config, settings, onDrift: "apply", graceMs: intFlag(flags.grace, "grace", 10_000), log, name: "syntropism-dev" });
+  settings = { ...settings, nats: { ...settings.nats, url, ...(creds ? { creds } : {}) } };
+  const host = new Host({ servers: url, ...natsConnectOptions({ creds }), functionsDir: dir, config, settings, onDrift: "apply", graceMs: intFlag(flags.grace, "grace", 10_000), log, name: "syntropism-dev" });
   try {
     await host.start();
   } catch (err) {
@@ -360,8 +391,10 @@ async function dev(flags: Flags, log: Logger, settings: Settings): Promise<numbe
       ...(server?.monitorUrl ? [`  monitoring    ${server.monitorUrl}`] : []),
       `  functions     ${dir}  (${host.functions.length} loaded; function edits reload without a restart, edits of modules they import need one)`,
       "",
-      `  try:  nats --server ${url} micro ls`,
-      `        npm run host -- status        ${server ? `(from this folder: the CLIs find this server through ${NATS_URL_FILE})` : `(with NATS_URL=${url})`}`,
+      ...(authority ? [`  credentials   ${relative(process.cwd(), authority.credsFile("admin"))}  (operator; agents get their own: npm run host -- auth agent ID)`] : server ? ["  credentials   none: AUTHENTICATION IS OFF (--no-auth)"] : []),
+      "",
+      `  try:  nats --server ${url}${authority ? ` --creds ${relative(process.cwd(), authority.credsFile("admin"))}` : ""} micro ls`,
+      `        npm run host -- status        ${server ? `(from this folder: the CLIs find this server through ${NATS_URL_FILE}${authority ? ` and their credentials in ${AUTH_DIR}` : ""})` : `(with NATS_URL=${url})`}`,
       "  Ctrl-C stops everything.",
       "",
     ].join("\n") + "\n",
@@ -426,6 +459,36 @@ function watchSharedModules(functionsDir: string, log: Logger): { close(): void 
     }),
   );
   return { close: () => watchers.forEach((w) => w.close()) };
+}
+
+// ----------------------------------------------------------------------------------------- auth
+
+async function auth(sub: string | undefined, ids: string[], flags: Flags, settings: Settings, resolveServer: () => Promise<ResolvedNats>): Promise<number> {
+  if (sub === "init") {
+    const authority = await Authority.open(AUTH_DIR, { create: true });
+    out(`${relative(process.cwd(), authority.dir)}: operator ${authority.manifest.operator}, account ${authority.accountPublicKey}`);
+    return 0;
+  }
+  const authority = await Authority.open(AUTH_DIR);
+  if (sub === "agent") {
+    if (ids.length !== 1) throw new UsageError("auth agent needs one agent id");
+    const windowMs = settings.economy.windowMs;
+    const expiresAt = flags.ttl !== undefined ? new Date(Date.now() + intFlag(flags.ttl, "ttl", 0, 1000)) : new Date((Math.floor(Date.now() / windowMs) + 1) * windowMs + 30_000);
+    const c = await authority.agentCredentials(ids[0]!, expiresAt);
+    if (flags.out) {
+      writeFileSync(flags.out, c.creds, { mode: 0o600 });
+      process.stderr.write(`${flags.out}: agent ${c.agentId} (${c.publicKey}), valid until ${c.expiresAt.toISOString()}, inbox prefix ${c.inboxPrefix}\n`);
+    } else process.stdout.write(c.creds);
+    return 0;
+  }
+  if (sub === "revoke") {
+    if (!ids.length) throw new UsageError("auth revoke needs agent ids");
+    const nats = await resolveServer();
+    const added = await authority.revokeAgents(serversOf(nats.url), ids);
+    for (const id of ids) out(`${id}: ${added.includes(id) ? "revoked" : "already revoked"} (${authority.agentPublicKey(id)})`);
+    return 0;
+  }
+  throw new UsageError("auth needs init, agent or revoke");
 }
 
 // -------------------------------------------------------------------------------------- streams
@@ -522,7 +585,9 @@ async function dlq(sub: string | undefined, args: string[], flags: Flags, nats: 
 async function traceBridge(log: Logger, nats: ResolvedNats): Promise<number> {
   const url = otlpTracesUrl();
   if (!url) throw new UsageError("trace-bridge needs OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)");
-  const nc = await connect({ servers: serversOf(nats.url), name: "syntropism-trace-bridge", maxReconnectAttempts: -1 });
+  const nc = await connect({ servers: serversOf(nats.url), ...natsConnectOptions(nats), name: "syntropism-trace-bridge", maxReconnectAttempts: -1 }).catch((err) => {
+    throw new HostError(ErrorCode.NatsUnreachable, explainConnectError(nats, err), { cause: err });
+  });
   const bridge = new TraceBridge({ nc, url, log });
   bridge.start();
   await nc.flush();

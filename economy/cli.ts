@@ -1,5 +1,5 @@
 import { fileURLToPath } from "node:url";
-import { headers as natsHeaders } from "@nats-io/transport-node";
+import { headers as natsHeaders, type Authenticator } from "@nats-io/transport-node";
 import { parseArgs } from "node:util";
 import { migrate, openDatabase, type Database } from "./db.ts";
 import { EconomyError, EconomyErrorCode, isEconomyError } from "./errors.ts";
@@ -31,11 +31,12 @@ function cliHeaders() {
 }
 
 /** The server `npm start` runs (or NATS_URL's), named on stderr in one line. */
-async function announcedNats(): Promise<string[]> {
-  const { describeNats, resolveNats, serversOf } = await import("../host/configFile.ts");
-  const nats = await resolveNats();
+/** The server the CLI talks to, as the operator (its credentials included), said on stderr. */
+async function announcedNats(): Promise<{ servers: string[]; authenticator?: Authenticator }> {
+  const { describeNats, natsConnectOptions, resolveNats, serversOf } = await import("../host/configFile.ts");
+  const nats = await resolveNats({ role: "admin" });
   console.error(describeNats(nats));
-  return serversOf(nats.url);
+  return { servers: serversOf(nats.url), ...natsConnectOptions(nats) };
 }
 
 export const ExitCode = { Ok: 0, Failed: 1, Usage: 64 } as const;
@@ -117,7 +118,7 @@ export async function run(argv: string[]): Promise<number> {
       }
       const { connect } = await import("@nats-io/transport-node");
       const { jetstream } = await import("@nats-io/jetstream");
-      const nc = await connect({ servers: await announcedNats(), name: "syntropism-economy-cli" });
+      const nc = await connect({ ...(await announcedNats()), name: "syntropism-economy-cli" });
       try {
         const body = { agent_id: agent, amount: credits, reason: reason ?? "", ...(prompt ? { prompt_id: prompt } : {}), ...(response ? { response } : {}) };
         const ack = await jetstream(nc).publish("admin.reward.grant", JSON.stringify(body), { headers: cliHeaders() });
@@ -131,7 +132,7 @@ export async function run(argv: string[]): Promise<number> {
       const { connect } = await import("@nats-io/transport-node");
       const { Kvm } = await import("@nats-io/kv");
       const { rebuildProjections, AGENT_STATE, MARKET_PRICES } = await import("./projections.ts");
-      const nc = await connect({ servers: await announcedNats(), name: "syntropism-economy-cli" });
+      const nc = await connect({ ...(await announcedNats()), name: "syntropism-economy-cli" });
       try {
         const kvm = new Kvm(nc);
         const n = await withDatabase(false, async ({ sql }) => rebuildProjections(await kvm.open(AGENT_STATE), await kvm.open(MARKET_PRICES), sql as never));

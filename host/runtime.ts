@@ -1,5 +1,5 @@
 import { statSync } from "node:fs";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type Authenticator, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { HOST_BUCKETS, type HostConfig } from "./config.ts";
@@ -27,6 +27,8 @@ export type DriftPolicy = "refuse" | "apply";
 
 export type HostOptions = {
   servers: string | string[];
+  /** How the host proves who it is to a server with authentication (the service's credentials). */
+  authenticator?: Authenticator;
   functionsDir: string;
   config: HostConfig;
   /** What to do when the server's streams differ from the config. Default "refuse". */
@@ -96,7 +98,7 @@ export class Host {
     ensurePropagator();
     // noAsyncTraces: nats.js would otherwise build two Error objects (their stacks) for every
     // request and JetStream publish, ahead of a timeout that rarely comes: ~7% of a busy worker's CPU
-    this.nc = await connect({ servers: this.#opts.servers, name: this.#opts.name ?? "syntropism-host", maxReconnectAttempts: -1, reconnectTimeWait: 500, noAsyncTraces: true });
+    this.nc = await connect({ servers: this.#opts.servers, ...(this.#opts.authenticator ? { authenticator: this.#opts.authenticator } : {}), name: this.#opts.name ?? "syntropism-host", maxReconnectAttempts: -1, reconnectTimeWait: 500, noAsyncTraces: true });
     void this.nc.closed().then((err) => {
       if (!this.#stopping) this.#opts.onConnectionClosed?.(err ?? undefined);
     });

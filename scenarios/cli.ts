@@ -61,20 +61,21 @@ export async function main(argv: string[]): Promise<number> {
       const progress = (line: string) => out(`${line}\n`);
       let stack: Stack | undefined;
       // a running stack (NATS_URL, or the one `npm start` runs); never the bare default address
-      const nats = await resolveNats();
+      const nats = await resolveNats({ role: "scenario" });
       let natsUrl = nats.source === "default" ? undefined : nats.url;
+      let creds = natsUrl ? nats.creds : undefined;
       let databaseUrl = natsUrl ? loadSettings().economy.databaseUrl : undefined;
       if (!natsUrl) {
         out(`starting a throw-away stack (nats-server, PostgreSQL, the economy's functions); window ${scenario.window_ms} ms\n`);
         stack = await startStack(scenario, (m) => out(`  ${m}\n`));
-        ({ natsUrl, databaseUrl } = stack);
+        ({ natsUrl, databaseUrl, creds } = stack);
         err(`nats: ${natsUrl} (a throw-away stack started for this run${nats.note ? `; ${nats.note}` : ""})\n`);
       } else {
         err(`${describeNats(nats)}\n`);
         if (scenario.setup.market) out(`note: running on an existing stack (${nats.source}), so setup.market is not applied (it applies only to a stack the runner starts)\n`);
       }
       try {
-        const report = await runScenario(scenario, { natsUrl, databaseUrl, progress });
+        const report = await runScenario(scenario, { natsUrl, databaseUrl, progress, ...(creds ? { creds } : {}) });
         out(`\n${formatTable(report)}`);
         writeOutputs(argv, report);
         return report.passed ? 0 : 1;
@@ -88,13 +89,13 @@ export async function main(argv: string[]): Promise<number> {
         err("scenario replay: --scenario NAME is required (the scenario whose assertions to judge)\n");
         return 64;
       }
-      const nats = await resolveNats();
+      const nats = await resolveNats({ role: "scenario" });
       if (nats.source === "default") {
         err(`scenario replay: set NATS_URL to the server whose AUDIT stream holds the run, or run it from the folder of the \`npm start\` that holds it (a run on a throw-away stack cannot be replayed)${nats.note ? `; ${nats.note}` : ""}\n`);
         return 2;
       }
       err(`${describeNats(nats)}\n`);
-      const report = await replayScenario(loadScenario(name), target, { natsUrl: nats.url, progress: (l) => out(`${l}\n`) });
+      const report = await replayScenario(loadScenario(name), target, { natsUrl: nats.url, ...(nats.creds ? { creds: nats.creds } : {}), progress: (l) => out(`${l}\n`) });
       out(`\n${formatTable(report)}`);
       writeOutputs(argv, report);
       return report.passed ? 0 : 1;

@@ -6,6 +6,7 @@ import { connect, headers as natsHeaders, nuid, type NatsConnection } from "@nat
 import { DeliverPolicy, jetstream, jetstreamManager, type JsMsg } from "@nats-io/jetstream";
 import { ScenarioError, ScenarioErrorCode, type Scenario, type Stimulus } from "./format.ts";
 import { isPositive, judge, type AssertionResult, type LiveState, type RunEvent } from "./judge.ts";
+import { natsConnectOptions } from "../host/configFile.ts";
 
 // Runs a scenario against a stack (NATS + the economy's functions): setup agents, send the stimuli
 // the way the NATS CLI would (plain JSON, a correlation header), watch the AUDIT stream, judge.
@@ -37,6 +38,8 @@ export type Report = {
 
 export type RunOptions = {
   natsUrl: string;
+  /** The runner's credentials file (the `scenario` identity) on a server with authentication. */
+  creds?: string;
   /** When set, the invariants also run checkLedger on this database. */
   databaseUrl?: string;
   /** Default `<name>-<nuid>`. */
@@ -138,7 +141,7 @@ export async function runScenario(s: Scenario, opts: RunOptions): Promise<Report
   const tag = runTag(runId);
   const px = prefixer(s, tag);
   const say = (line: string) => opts.progress?.(`[${String(Date.now() - startedAt).padStart(6)} ms] ${line}`);
-  const nc = await connect({ servers: opts.natsUrl, name: `scenario ${runId}` });
+  const nc = await connect({ servers: opts.natsUrl, ...natsConnectOptions(opts), name: `scenario ${runId}` });
   const js = jetstream(nc);
   const events: RunEvent[] = [];
   const market: RunEvent[] = [];
@@ -284,11 +287,11 @@ async function ledgerCheck(url: string): Promise<LiveState["ledger"]> {
 }
 
 /** Re-judges a past run from the AUDIT stream only. */
-export async function replayScenario(s: Scenario, runId: string, opts: { natsUrl: string; progress?: (line: string) => void }): Promise<Report> {
+export async function replayScenario(s: Scenario, runId: string, opts: { natsUrl: string; creds?: string; progress?: (line: string) => void }): Promise<Report> {
   const startedAt = Date.now();
   const tag = runTag(runId);
   const px = prefixer(s, tag);
-  const nc = await connect({ servers: opts.natsUrl, name: `scenario replay ${runId}` });
+  const nc = await connect({ servers: opts.natsUrl, ...natsConnectOptions(opts), name: `scenario replay ${runId}` });
   try {
     const js = jetstream(nc);
     const jsm = await jetstreamManager(nc);
@@ -325,7 +328,7 @@ export async function replayScenario(s: Scenario, runId: string, opts: { natsUrl
   }
 }
 
-export type Stack = { natsUrl: string; databaseUrl: string; stop(): Promise<void> };
+export type Stack = { natsUrl: string; databaseUrl: string; /** The runner's credentials on this stack's server. */ creds: string; stop(): Promise<void> };
 
 /**
  * Starts the economy in this process, as `npm start` does but throw-away: a nats-server with a
@@ -348,7 +351,10 @@ export async function startStack(s: Scenario, log: (line: string) => void = () =
     const overrides = { DATABASE_URL: db.url, ECONOMY_WINDOW_MS: String(s.window_ms), ...(s.setup.market ? { ECONOMY_MARKET: JSON.stringify(s.setup.market) } : {}) };
     const settings = loadSettings({ LOG_LEVEL: "warn", ...process.env, ...overrides });
     const { ensureNatsServer, startNatsServer } = await import("../host/natsServer.ts");
-    const nats = await startNatsServer({ binary: ensureNatsServer(log), storeDir: join(dir, "nats") });
+    // with authentication, as `npm start`: the host as the service, the runner as `scenario`
+    const { Authority } = await import("../auth/authority.ts");
+    const authority = await Authority.open(join(dir, "auth"), { create: true });
+    const nats = await startNatsServer({ binary: ensureNatsServer(log), storeDir: join(dir, "nats"), args: ["-c", authority.serverConfigFile()] });
     stops.push(() => nats.stop());
     const { loadConfigFile } = await import("../host/configFile.ts");
     const { createLogger } = await import("../host/log.ts");
@@ -356,6 +362,7 @@ export async function startStack(s: Scenario, log: (line: string) => void = () =
     const host = new Host({
       settings,
       servers: nats.url,
+      ...natsConnectOptions({ creds: authority.credsFile("service") }),
       functionsDir: resolve(ROOT, "functions"),
       config: await loadConfigFile(resolve(ROOT, "streams.config.ts")),
       onDrift: "apply",
@@ -365,7 +372,7 @@ export async function startStack(s: Scenario, log: (line: string) => void = () =
     stops.push(() => host.stop());
     await host.start();
     log(`stack: nats ${nats.url}, PostgreSQL ${db.embedded ? "embedded (temporary)" : "from DATABASE_URL"}, window ${s.window_ms} ms`);
-    return { natsUrl: nats.url, databaseUrl: db.url, stop };
+    return { natsUrl: nats.url, databaseUrl: db.url, creds: authority.credsFile("scenario"), stop };
   } catch (err) {
     await stop();
     throw err;

@@ -90,9 +90,9 @@ describe("agents' credentials on a real nats-server with authentication", () => 
     await state.put("bob", JSON.stringify({ balance: 99 }));
     // the service answers requests the way the host's functions do
     const service = await nats.auth!.connect("service");
-    service.subscribe("economic.balance.*", { callback: (_e, m) => m.respond(JSON.stringify({ agent_id: m.subject.split(".")[2] })) });
-    service.subscribe("llm.invoke.*", { callback: (_e, m) => m.respond("ok") });
-    service.subscribe("market.prices", { callback: (_e, m) => m.respond("prices") });
+    service.subscribe("economic.balance.*", { callback: (_e, m) => void m.respond(JSON.stringify({ agent_id: m.subject.split(".")[2] })) });
+    service.subscribe("llm.invoke.*", { callback: (_e, m) => void m.respond("ok") });
+    service.subscribe("market.prices", { callback: (_e, m) => void m.respond("prices") });
     await service.flush();
     alice = await nats.auth!.connect({ agent: "alice" });
   });
