@@ -146,7 +146,7 @@ describe("host dev and .data/nats.url", () => {
 
     const status = await runCli(["status", "--config", FIXTURE_CONFIG], noNatsUrl, { cwd });
     assert.equal(status.code, 0, status.stderr);
-    assert.deepEqual(natsLines(status.stderr), [`nats: ${url} (from .data/nats.url)`]);
+    assert.deepEqual(natsLines(status.stderr), [`nats: ${url} (from .data/nats.url), credentials .data/auth/admin.creds`]);
     assert.match(status.stdout, /jobs\/record/, "status did not see the dev stack's functions");
 
     assert.equal((await dev.stop("SIGINT")).code, 0, dev.output());

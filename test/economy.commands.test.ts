@@ -23,7 +23,7 @@ describe("economy commands refuse at once, with their code", () => {
   let n = 0;
 
   before(async () => {
-    nats = await startTestNats(hooks);
+    nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
     const config = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
     const settings = loadSettings({ DATABASE_URL: db.url, ECONOMY_WINDOW_MS: "500", LOG_LEVEL: "error" });

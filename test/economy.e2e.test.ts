@@ -42,7 +42,7 @@ describe("economy end to end", () => {
   };
 
   before(async () => {
-    nats = await startTestNats(hooks);
+    nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
     process.env.DATABASE_URL = db.url;
     process.env.ECONOMY_WINDOW_MS = "500";
@@ -168,7 +168,7 @@ describe("economy end to end", () => {
     const agentsKv = await new Kvm(nats.nc).open("agent_state");
     await agentsKv.purge("alice_jr");
     const rebuilt = await new Promise<number | null>((done) => {
-      const child = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, "economy/cli.ts"), "projections", "rebuild"], { cwd: ROOT, env: { ...process.env, NATS_URL: nats.url, DATABASE_URL: db.url }, stdio: "ignore" });
+      const child = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, "economy/cli.ts"), "projections", "rebuild"], { cwd: ROOT, env: { ...process.env, NATS_URL: nats.url, NATS_CREDS: nats.auth!.credsFile("admin"), DATABASE_URL: db.url }, stdio: "ignore" });
       child.on("exit", done);
     });
     assert.equal(rebuilt, 0);
@@ -178,7 +178,7 @@ describe("economy end to end", () => {
     const code = await new Promise<number | null>((done) => {
       const child = spawn(process.execPath, ["--import", "tsx", resolve(ROOT, "economy/cli.ts"), "reward", "grant", "--agent", "bob", "--amount", "2", "--reason", "kind words"], {
         cwd: ROOT,
-        env: { ...process.env, NATS_URL: nats.url },
+        env: { ...process.env, NATS_URL: nats.url, NATS_CREDS: nats.auth!.credsFile("admin") },
         stdio: "ignore",
       });
       child.on("exit", done);

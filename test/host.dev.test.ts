@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { connect } from "@nats-io/transport-node";
+import { connect, credsAuthenticator } from "@nats-io/transport-node";
 import { discoverFunctions } from "../host/loader.ts";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { FIXTURE_CONFIG, FIXTURE_FUNCTIONS, ROOT, startCli, waitFor } from "./helpers/host.ts";
@@ -137,7 +137,11 @@ export default defineFunction({ trigger: { type: "request", subject: "dev.uses" 
     const url = await waitFor("printed NATS URL", () => /NATS\s+(nats:\/\/[\d.]+:\d+)/.exec(dev.output())?.[1], 30_000);
     assert.notEqual(new URL(url).port, "4222");
     assert.match(dev.output(), /4222 is taken/);
-    const nc = await connect({ servers: url });
+    // authentication is on: an anonymous client is refused, the operator's credentials in .data/auth work
+    await assert.rejects(connect({ servers: url, reconnect: false }), /Authorization Violation/);
+    assert.match(dev.output(), /--creds \.data\/auth\/admin\.creds/, "the printed tour names the credentials");
+    const creds = readFileSync(join(cwd, ".data", "auth", "admin.creds"));
+    const nc = await connect({ servers: url, authenticator: credsAuthenticator(creds) });
     try {
       assert.equal((await nc.request("stack.hello", "", { timeout: 2000 })).json<{ reply: string }>().reply, "hi");
       const jsm = await (await import("@nats-io/jetstream")).jetstreamManager(nc);

@@ -20,8 +20,8 @@ describe("workers", () => {
   let nats: TestNats;
   let env: Record<string, string>;
   before(async () => {
-    nats = await startTestNats(hooks);
-    env = { NATS_URL: nats.url, LOG_LEVEL: "info" };
+    nats = await startTestNats(hooks, { auth: true });
+    env = { NATS_URL: nats.url, NATS_CREDS: nats.auth!.credsFile("service"), LOG_LEVEL: "info" };
     assert.equal((await runCli(["streams", "apply", ...fixtures], env)).code, 0);
   });
 

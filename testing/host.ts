@@ -9,10 +9,12 @@ type Hooks = { after: (fn: () => Promise<void>) => void };
  * An in-process Host on `functionsDir` connected to a test server, streams applied, stopped after
  * the suite. Log lines (warn and up by default) are collected in `lines` rather than printed.
  */
-export async function startTestHost(t: Hooks, nats: Pick<TestNats, "url">, opts: Partial<HostOptions> & { functionsDir: string }): Promise<{ host: Host; lines: string[] }> {
+export async function startTestHost(t: Hooks, nats: Pick<TestNats, "url" | "auth">, opts: Partial<HostOptions> & { functionsDir: string }): Promise<{ host: Host; lines: string[] }> {
   const lines: string[] = [];
   const host = new Host({
     servers: nats.url,
+    // on a server with authentication, as the service
+    ...(nats.auth?.options("service") ?? {}),
     config: parseConfig({}),
     onDrift: "apply",
     graceMs: 5000,

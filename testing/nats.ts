@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import type { TestContext } from "node:test";
-import { connect, credsAuthenticator, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
+import { connect, credsAuthenticator, type Authenticator, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { startNatsServer, type RunningNatsServer } from "../host/natsServer.ts";
 import { Authority } from "../auth/authority.ts";
@@ -24,7 +24,7 @@ export type TestNats = RunningNatsServer & {
 export type TestAuth = {
   authority: Authority;
   /** Connection options of a component (its credentials), to spread into `connect()` or a Host's options. */
-  options(role: Role): Pick<ConnectionOptions, "authenticator">;
+  options(role: Role): { authenticator: Authenticator };
   /** The credentials file of a component. */
   credsFile(role: Role): string;
   /** Connects as a component or as an agent whose credentials expire at `expiresAt` (default: in an hour). */

@@ -18,6 +18,8 @@ export async function startHost(t: After, nats: TestNats, opts: Partial<HostOpti
   const config = opts.config ?? (await loadConfigFile(FIXTURE_CONFIG));
   const host = new Host({
     servers: nats.url,
+    // on a server with authentication, as the service
+    ...(nats.auth?.options("service") ?? {}),
     functionsDir: FIXTURE_FUNCTIONS,
     config,
     onDrift: "apply",
