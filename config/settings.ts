@@ -20,7 +20,7 @@ export const DEFAULT_MARKET: MarketSettings = {
 };
 
 export type Settings = {
-  nats: { url?: string; creds?: string };
+  nats: { url?: string; creds?: string; authDir?: string };
   log: { level: LogLevel };
   host: { workers: number; natsServerBin?: string; workerIndex?: string };
   economy: { databaseUrl?: string; windowMs: number; market: MarketSettings; dbPool: number; embeddedPostgresUser?: string };
@@ -75,6 +75,7 @@ type Var = {
 export const ENVIRONMENT: readonly Var[] = [
   { env: "NATS_URL", path: "nats.url", schema: url(["nats", "tls", "ws", "wss"]), default: "`.data/nats.url` if `npm start` runs, else nats://127.0.0.1:4222", doc: "NATS server(s), comma-separated" },
   { env: "NATS_CREDS", path: "nats.creds", schema: text, default: "the component's file in `.data/auth` for the server `npm start` runs, else none", doc: "NATS credentials file (JWT and seed) to connect with" },
+  { env: "NATS_AUTH_DIR", path: "nats.authDir", schema: text, default: "`.data/auth`", doc: "The operator's and accounts' keys the host issues and revokes agents' credentials with (`host dev` creates it)" },
   { env: "LOG_LEVEL", path: "log.level", schema: v.pipe(v.string(), v.trim(), v.toLowerCase(), v.picklist(["debug", "info", "warn", "error"], "must be debug, info, warn or error")), default: "info", doc: "Lowest level written (JSON lines on stderr)" },
   { env: "WORKERS", path: "host.workers", schema: int(1), default: "1", doc: "`host start` worker processes (`--workers` wins)" },
   { env: "NATS_SERVER_BIN", path: "host.natsServerBin", schema: text, default: "PATH, then /usr/sbin, /usr/local/bin", doc: "The nats-server binary `host dev`, `npm start` and the test helpers run" },
