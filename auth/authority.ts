@@ -4,26 +4,31 @@ import { createAccount, createOperator, createUser, type KeyPair } from "@nats-i
 import { decode, encodeAccount, encodeOperator, encodeUser, fmtCreds, type Account, type ClaimsData } from "@nats-io/jwt";
 import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
 import { CodedError } from "../host/errors.ts";
-import { agentPermissions, AGENT_LIMITS, agentInboxPrefix, ROLES, type Role } from "./permissions.ts";
+import { agentExports, agentPermissions, AGENT_LIMITS, agentInboxPrefix, ROLES, type Role } from "./permissions.ts";
 import { agentUserSeed, fastKeyPair, seedKind } from "./keys.ts";
 
 // The project's NATS identities, decentralized JWT auth (nats-server ≥ 2.2; checked on 2.9.10):
-// an operator, the system account, and one application account whose users are the host workers,
-// the operators, the scenario runner and every agent. Account and user JWTs are signed here, in
+// an operator, the system account, the application account (JetStream; its users are the host
+// workers, the operators and the scenario runner) and the agents' account (no JetStream; one user
+// per agent), which imports from the application account exactly the subjects agents may use
+// (auth/permissions.ts, agentExports). Account and user JWTs are signed here, in
 // TypeScript, so a new agent's credentials need no server reload. Why this scheme, and what an
 // operator configures on their own server: docs/security.md.
 //
 // Layout of the folder (`.data/auth` under `npm start` and `host dev`; mode 0700, files 0600):
 //   auth.json              what was created, and when (a stale or partial folder is refused)
-//   operator.nk, system-account.nk, account.nk, agent-signer.nk   seeds
-//   operator.jwt, system-account.jwt, account.jwt                  the JWTs the server trusts
+//   operator.nk, system-account.nk, account.nk, agents-account.nk, agent-signer.nk   seeds
+//   operator.jwt, system-account.jwt, account.jwt, agents-account.jwt  the JWTs the server trusts
 //   service.creds, admin.creds, scenario.creds, system.creds       one credential per component
 //   server.conf            included by the local nats-server (operator, resolver, preload)
 //   resolver/              the server's account store (takes revocations pushed at run time)
 
 export const AUTH_DIR = ".data/auth";
 const VERSION = 1;
+/** The time (Unix seconds, 9999-12-31) a terminated agent's user key is revoked up to. */
+export const REVOKED_FOR_GOOD = 253_402_300_799;
 const ACCOUNT_NAME = "SYNTROPISM";
+const AGENTS_ACCOUNT_NAME = "AGENTS";
 
 export const AuthErrorCode = {
   /** A file of the auth folder is missing: the folder is partial. */
@@ -41,12 +46,13 @@ export class AuthError extends CodedError<AuthErrorCode> {
   override name = "AuthError";
 }
 
-type Manifest = { version: number; created_at: string; operator: string; system_account: string; account: string; agent_signer: string };
+type Manifest = { version: number; created_at: string; operator: string; system_account: string; account: string; agents_account: string; agent_signer: string };
 
 // Limits must be explicit: an account JWT without them allows no connection at all. The system
 // account may not have JetStream.
 const NATS_LIMITS = { conn: -1, subs: -1, data: -1, payload: -1, leaf: -1, imports: -1, exports: -1, wildcards: true };
 const SYSTEM_LIMITS = { limits: NATS_LIMITS } as Partial<Account>;
+const AGENTS_LIMITS = { limits: NATS_LIMITS } as Partial<Account>;
 const ACCOUNT_LIMITS = { limits: { ...NATS_LIMITS, mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 } } as Partial<Account>;
 const UNLIMITED_USER = { subs: -1, data: -1, payload: -1 };
 
@@ -93,6 +99,9 @@ export class Authority {
   get systemAccountPublicKey(): string {
     return this.manifest.system_account;
   }
+  get agentsAccountPublicKey(): string {
+    return this.manifest.agents_account;
+  }
 
   /** The credentials file of a component. */
   credsFile(role: Role | "system"): string {
@@ -128,6 +137,7 @@ export class Authority {
     const operator = createOperator();
     const system = createAccount();
     const account = createAccount();
+    const agents = createAccount();
     const agentSigner = createAccount();
     const operatorKp = fastKeyPair(seedOf(operator));
     const manifest: Manifest = {
@@ -136,15 +146,21 @@ export class Authority {
       operator: operator.getPublicKey(),
       system_account: system.getPublicKey(),
       account: account.getPublicKey(),
+      agents_account: agents.getPublicKey(),
       agent_signer: agentSigner.getPublicKey(),
     };
     writeSecret(join(dir, "operator.nk"), seedOf(operator));
     writeSecret(join(dir, "system-account.nk"), seedOf(system));
     writeSecret(join(dir, "account.nk"), seedOf(account));
+    writeSecret(join(dir, "agents-account.nk"), seedOf(agents));
     writeSecret(join(dir, "agent-signer.nk"), seedOf(agentSigner));
     writeSecret(join(dir, "operator.jwt"), await encodeOperator("syntropism", operatorKp, { system_account: manifest.system_account }));
     writeSecret(join(dir, "system-account.jwt"), await encodeAccount("SYS", system, SYSTEM_LIMITS, { signer: operatorKp }));
-    writeSecret(join(dir, "account.jwt"), await encodeAccount(ACCOUNT_NAME, account, { ...ACCOUNT_LIMITS, signing_keys: [manifest.agent_signer] }, { signer: operatorKp }));
+    const { services, streams } = agentExports();
+    const exports = [...services.map((subject) => ({ name: subject, subject, type: "service" as const })), ...streams.map((subject) => ({ name: subject, subject, type: "stream" as const }))];
+    writeSecret(join(dir, "account.jwt"), await encodeAccount(ACCOUNT_NAME, account, { ...ACCOUNT_LIMITS, exports }, { signer: operatorKp }));
+    const imports = exports.map((e) => ({ ...e, account: manifest.account }));
+    writeSecret(join(dir, "agents-account.jwt"), await encodeAccount(AGENTS_ACCOUNT_NAME, agents, { ...AGENTS_LIMITS, imports, signing_keys: [manifest.agent_signer] }, { signer: operatorKp }));
     const accountKp = fastKeyPair(seedOf(account));
     for (const role of Object.keys(ROLES) as Role[]) {
       const user = createUser();
@@ -178,6 +194,7 @@ export class Authority {
       ["operator.nk", "O", manifest.operator],
       ["system-account.nk", "A", manifest.system_account],
       ["account.nk", "A", manifest.account],
+      ["agents-account.nk", "A", manifest.agents_account],
       ["agent-signer.nk", "A", manifest.agent_signer],
     ];
     const loaded: Record<string, string> = {};
@@ -196,7 +213,7 @@ export class Authority {
       }
     };
     if (claims("operator.jwt").sub !== manifest.operator) throw stale("operator.jwt");
-    for (const [file, pub] of [["system-account.jwt", manifest.system_account], ["account.jwt", manifest.account]] as const) {
+    for (const [file, pub] of [["system-account.jwt", manifest.system_account], ["account.jwt", manifest.account], ["agents-account.jwt", manifest.agents_account]] as const) {
       const c = claims(file);
       if (c.sub !== pub || c.iss !== manifest.operator) throw stale(file);
     }
@@ -215,6 +232,7 @@ export class Authority {
       "resolver_preload: {",
       `  ${this.manifest.system_account}: ${jwt("system-account.jwt")}`,
       `  ${this.manifest.account}: ${jwt("account.jwt")}`,
+      `  ${this.manifest.agents_account}: ${jwt("agents-account.jwt")}`,
       "}",
       "",
     ].join("\n");
@@ -228,7 +246,7 @@ export class Authority {
   async agentCredentials(agentId: string, expiresAt: Date): Promise<AgentCredentials> {
     const user = fastKeyPair(agentUserSeed(this.#agentSignerSeed, agentId));
     const exp = Math.floor(expiresAt.getTime() / 1000);
-    const jwt = await encodeUser(`agent:${agentId}`, user, this.manifest.account, { ...agentPermissions(agentId), ...AGENT_LIMITS }, { signer: this.#agentSigner, exp });
+    const jwt = await encodeUser(`agent:${agentId}`, user, this.manifest.agents_account, { ...agentPermissions(agentId), ...AGENT_LIMITS }, { signer: this.#agentSigner, exp });
     return { agentId, creds: dec.decode(fmtCreds(jwt, user)), jwt, publicKey: user.getPublicKey(), expiresAt: new Date(exp * 1000), inboxPrefix: agentInboxPrefix(agentId) };
   }
 
@@ -238,32 +256,33 @@ export class Authority {
   }
 
   /**
-   * Revokes every credential issued so far to these agents: the account JWT gains a revocation
-   * entry per agent and is pushed to the server as the system account, which closes their open
-   * connections and refuses them from then on. The account JWT on the server is the one read and
+   * Revokes every credential of these agents, for good: the account JWT gains a revocation entry
+   * per agent and is pushed to the server as the system account, which closes their open
+   * connections and refuses them from then on. NATS revokes the JWTs of a user key issued up to the
+   * entry's time; the entry is dated REVOKED_FOR_GOOD, so credentials issued later (by a process
+   * that did not know) are refused too — termination is final, and an agent id is never reused. The account JWT on the server is the one read and
    * extended, so revocations made elsewhere are kept; callers serialize (see
    * functions/system/revokeCredentials.ts). Returns the agents that were not revoked already.
    */
   async revokeAgents(servers: string | string[], agentIds: readonly string[]): Promise<string[]> {
     const nc = await connect({ servers, name: "syntropism-revoker", authenticator: credsAuthenticator(enc.encode(readFileSync(this.credsFile("system"), "utf8"))) });
     try {
-      const prefix = `$SYS.REQ.ACCOUNT.${this.manifest.account}`;
+      const prefix = `$SYS.REQ.ACCOUNT.${this.manifest.agents_account}`;
       const current = await this.#currentAccount(nc, prefix);
       const revocations = { ...(current.nats.revocations ?? {}) } as Record<string, number>;
-      const now = Math.floor(Date.now() / 1000);
       const added: string[] = [];
       for (const id of agentIds) {
         const pub = this.agentPublicKey(id);
-        if ((revocations[pub] ?? 0) >= now) continue;
-        revocations[pub] = now;
+        if ((revocations[pub] ?? 0) >= REVOKED_FOR_GOOD) continue;
+        revocations[pub] = REVOKED_FOR_GOOD;
         added.push(id);
       }
       if (!added.length) return [];
       const { sub: _s, ...rest } = current.nats as Account & { sub?: string };
-      const jwt = await encodeAccount(current.name, this.manifest.account, { ...rest, revocations }, { signer: this.#operator });
+      const jwt = await encodeAccount(current.name, this.manifest.agents_account, { ...rest, revocations }, { signer: this.#operator });
       const reply = (await nc.request(`${prefix}.CLAIMS.UPDATE`, enc.encode(jwt), { timeout: 5000 })).json<{ data?: { code?: number; message?: string }; error?: { code?: number; description?: string } }>();
       if (reply.error || reply.data?.code !== 200) throw new AuthError(AuthErrorCode.Revoke, `the server did not take the revocation of ${added.join(", ")}: ${JSON.stringify(reply)}`);
-      writeSecret(join(this.dir, "account.jwt"), jwt);
+      writeSecret(join(this.dir, "agents-account.jwt"), jwt);
       this.#writeServerConfig();
       return added;
     } finally {
@@ -275,7 +294,7 @@ export class Authority {
   async #currentAccount(nc: NatsConnection, prefix: string): Promise<ClaimsData<Account>> {
     const m = await nc.request(`${prefix}.CLAIMS.LOOKUP`, undefined, { timeout: 5000 });
     const text = m.string().trim();
-    if (!text.startsWith("ey")) throw new AuthError(AuthErrorCode.Revoke, `the server did not return account ${this.manifest.account}'s JWT: ${text.slice(0, 200)}`);
+    if (!text.startsWith("ey")) throw new AuthError(AuthErrorCode.Revoke, `the server did not return account ${this.manifest.agents_account}'s JWT: ${text.slice(0, 200)}`);
     return decode<Account>(text);
   }
 }

@@ -13,8 +13,9 @@ export type Role = "service" | "admin" | "scenario";
 
 export const ROLES: Record<Role, { who: string; permissions: Permissions }> = {
   // host workers: everything in the account except operator commands (a bug in a function must not
-  // be able to mint credits through admin.*)
-  service: { who: "host workers (`host start`, `host dev`)", permissions: { pub: { deny: ["admin.>"] } } },
+  // be able to mint credits through admin.*), and the JetStream API's destructive calls (no function
+  // deletes or purges a stream; operators do, with the CLI)
+  service: { who: "host workers (`host start`, `host dev`)", permissions: { pub: { deny: ["admin.>", "$JS.API.STREAM.DELETE.>", "$JS.API.STREAM.PURGE.>", "$JS.API.STREAM.MSG.DELETE.>"] } } },
   // the operator CLIs (host, economy, dlq replay, the NATS CLI with admin.creds)
   admin: { who: "operators: the CLIs and the NATS CLI", permissions: {} },
   // `scenario run` creates genesis agents, grants rewards and reads AUDIT: an operator's rights
@@ -49,6 +50,23 @@ export const AGENT_RULES: { publish: Rule[]; subscribe: Rule[] } = {
 
 /** Denied even if an allow rule above were ever widened by mistake (deny wins in NATS). */
 export const AGENT_DENY_PUBLISH = ["admin.>", "system.>", "$SYS.>", "$KV.>", "$JS.API.STREAM.>", "$JS.API.CONSUMER.>", "$JS.ACK.>"];
+
+/**
+ * What the application account exports to the agents' account: services for everything agents
+ * publish (their requests' replies are routed back by the server, never published on a subject the
+ * agent chose), streams for what they subscribe to. Agents live in an account of their own: a
+ * reply subject is where the *server* publishes a stored message's acknowledgement, and in one
+ * shared account an agent could point it at `$JS.API.STREAM.PURGE.AUDIT` — seen on nats-server
+ * 2.9.10, test/auth.test.ts. Across accounts the acknowledgement goes back to the agents' account,
+ * which has no JetStream.
+ */
+export function agentExports(): { services: string[]; streams: string[] } {
+  const generic = (r: Rule) => r.subject.replaceAll("<id>", "*");
+  return {
+    services: AGENT_RULES.publish.map(generic),
+    streams: AGENT_RULES.subscribe.filter((r) => !r.subject.startsWith("_INBOX.")).map(generic),
+  };
+}
 
 /** The JWT permissions of agent `agentId`. */
 export function agentPermissions(agentId: string): Permissions {

@@ -30,6 +30,8 @@ export const ErrorCode = {
   Usage: "HOST_ERR_USAGE",
   /** The CLI could not connect to the NATS server it resolved. */
   NatsUnreachable: "HOST_ERR_NATS_UNREACHABLE",
+  /** A request whose reply subject is not an inbox: not answered (host/requestTrigger.ts). */
+  ReplySubject: "HOST_ERR_REPLY_SUBJECT",
   /** A NATS credentials file that cannot be read or is not one. */
   NatsCredentials: "HOST_ERR_NATS_CREDENTIALS",
   /** A local nats-server (host dev, tests) exited or did not report its ports during start-up. */

@@ -15,6 +15,15 @@ import { Cancellation, runHandler, ShutdownAbort, TIMED_OUT, within } from "./ru
 
 const CLIENT_ERRORS = new Set<string>([ErrorCode.MalformedJson, ErrorCode.InvalidPayload, ErrorCode.PayloadTooLarge]);
 
+/**
+ * Requests are answered only on inboxes. A request's reply subject is whatever the caller wrote; a
+ * caller who may not publish on `$JS.API.STREAM.DELETE.AUDIT` could otherwise have the host (which
+ * may) publish its answer there. NATS clients' requests reply to `_INBOX.…`; a request that came
+ * from another account through a service import has its reply mapped by the server to `_R_.…`,
+ * which routes back to the caller's account only.
+ */
+export const REPLY_PREFIXES = ["_INBOX.", "_R_."] as const;
+
 export class RequestTrigger {
   readonly fn: ResolvedFunction;
   readonly #deps: ContextDeps;
@@ -87,6 +96,13 @@ export class RequestTrigger {
   async #handle(msg: Msg): Promise<void> {
     const fn = this.fn;
     fn.stats.received++;
+    if (msg.reply && !REPLY_PREFIXES.some((p) => msg.reply!.startsWith(p))) {
+      // the reply would be published with the host's rights, wherever the caller pointed it
+      fn.stats.failed++;
+      fn.stats.lastError = `${ErrorCode.ReplySubject}: reply subject ${msg.reply} is not an inbox`;
+      this.#deps.log.warn({ fn: fn.id, subject: msg.subject, reply: msg.reply.slice(0, 200) }, "request refused: its reply subject is not an inbox (_INBOX.…), so answering it would publish on a subject the caller chose with the host's permissions");
+      return;
+    }
     const started = process.hrtime.bigint();
     const headers = headerRecord(msg.headers);
     const info: MessageInfo = {

@@ -146,6 +146,15 @@ describe("agents' credentials on a real nats-server with authentication", () => 
     assert.equal(await got, "p");
   });
 
+  it("cannot borrow the server's rights through a reply subject: a bid whose reply is the JetStream API deletes nothing", async () => {
+    alice.publish("market.bid.alice", JSON.stringify({ resource: "cpu", quantity: 1, price: 1 }), { reply: "$JS.API.STREAM.DELETE.ECONOMY" });
+    alice.publish("market.bid.alice", JSON.stringify({ resource: "cpu", quantity: 1, price: 1 }), { reply: "$JS.API.STREAM.PURGE.MARKET" });
+    await alice.flush();
+    await sleep(300);
+    assert.equal((await nats.jsm.streams.info("ECONOMY")).config.name, "ECONOMY");
+    assert.ok((await nats.jsm.streams.info("MARKET")).state.messages >= 2, "MARKET was not purged");
+  });
+
   it("keeps operator commands to operators: the service identity cannot publish admin.*", async () => {
     const service = await nats.auth!.connect("service");
     const seen = await violation(service, "admin.genesis", async () => {
@@ -153,6 +162,10 @@ describe("agents' credentials on a real nats-server with authentication", () => 
       await service.flush();
     });
     assert.match(seen, /Permissions Violation for Publish/);
+    // nor delete or purge a stream: a confused function cannot lose the audit trail
+    for (const subject of ["$JS.API.STREAM.DELETE.ECONOMY", "$JS.API.STREAM.PURGE.ECONOMY", "$JS.API.STREAM.MSG.DELETE.ECONOMY"]) {
+      assert.match(await service.request(subject, "{}", { timeout: 2000 }).then(() => "answered", (e: Error) => e.message), /Permissions Violation/, subject);
+    }
     const admin = await nats.auth!.connect("admin");
     await admin.request("economic.balance.x", "", { timeout: 2000 }); // operators reach everything
   });

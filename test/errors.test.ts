@@ -7,19 +7,20 @@ import { EconomyError, EconomyErrorCode } from "../economy/errors.ts";
 import { EmbeddedPostgresError, EmbeddedPostgresErrorCode } from "../economy/embeddedPostgres.ts";
 import { GatewayError, GatewayErrorCode } from "../gateway/errors.ts";
 import { ScenarioErrorCode, ScenarioFormatError } from "../scenarios/format.ts";
+import { AuthErrorCode } from "../auth/authority.ts";
 
 // One error style: every error production code throws is a class with a stable code from its
 // package's catalogue (host, economy, gateway, scenarios; config/settings.ts has its one).
 
 const ROOT = resolve(import.meta.dirname, "..");
-const PRODUCTION = ["host", "economy", "functions", "gateway", "scenarios", "otel", "config", "contract"];
+const PRODUCTION = ["host", "economy", "functions", "gateway", "scenarios", "otel", "config", "contract", "auth", "cli"];
 
 /** Classes whose instances carry a catalogue code (subclasses of the packages' base errors). */
 const CODED = new Set([
   "HostError", "UsageError", "NonRetriableError", "RetryAfterError", "StreamFullError",
   "EconomyError", "InsufficientFundsError", "UnknownAgentError", "InvalidAmountError", "InvalidArgumentError",
   "IdempotencyConflictError", "TickRefusedError", "MigrationError", "EmbeddedPostgresError",
-  "GatewayError", "ScenarioError", "ScenarioFormatError", "SettingsError",
+  "GatewayError", "ScenarioError", "ScenarioFormatError", "SettingsError", "AuthError",
 ]);
 
 describe("one error style", () => {
@@ -35,7 +36,7 @@ describe("one error style", () => {
   });
 
   it("each catalogue's codes are distinct, and the errors carry them", () => {
-    const all = [...Object.values(ErrorCode), ...Object.values(EconomyErrorCode), ...Object.values(GatewayErrorCode), ...Object.values(ScenarioErrorCode)];
+    const all = [...Object.values(ErrorCode), ...Object.values(EconomyErrorCode), ...Object.values(GatewayErrorCode), ...Object.values(ScenarioErrorCode), ...Object.values(AuthErrorCode)];
     assert.equal(new Set(all).size, all.length, "a code is in two catalogues");
     assert.equal(new UsageError("--x").code, ErrorCode.Usage);
     assert.ok(new UsageError("--x") instanceof HostError);
