@@ -121,8 +121,13 @@ export const Subjects = {
   economicBalance: (agentId: string) => `economic.balance.${subjectToken(agentId, "agent id")}` as const,
   /** LLM calls, which enforce the spend cap (request-reply). */
   llmInvoke: () => "llm.invoke" as const,
-  /** Tool calls through the MCP gateway (a work queue): `mcp.request.<tool>`. */
-  mcpRequest: (tool: string) => `mcp.request.${subjectToken(tool, "tool")}` as const,
+  /**
+   * Tool calls through the MCP gateway (a work queue): `mcp.request.<tool>.<agent_id>`, the sender
+   * last (an agent may publish only subjects with its own id, and pays for its own requests only);
+   * `mcp.request.<tool>` without it is for trusted publishers (services, operators).
+   */
+  mcpRequest: (tool: string, agentId?: string) =>
+    agentId === undefined ? (`mcp.request.${subjectToken(tool, "tool")}` as const) : (`mcp.request.${subjectToken(tool, "tool")}.${subjectToken(agentId, "agent id")}` as const),
   /** Span events from components that reach only NATS (publisher needs allow: ["trace"]). */
   traceSpanStarted: (domain: Domain, entity: string) => `trace.${domainToken(domain)}.${subjectToken(entity, "entity")}.span_started` as const,
   traceSpanCompleted: (domain: Domain, entity: string) => `trace.${domainToken(domain)}.${subjectToken(entity, "entity")}.span_completed` as const,
