@@ -117,6 +117,8 @@ export const Subjects = {
   marketBid: (agentId: string) => `market.bid.${subjectToken(agentId, "agent id")}` as const,
   /** Price broadcasts after each window. */
   marketPriceUpdate: () => "market.price_update" as const,
+  /** Current prices, supply and utilization per resource, and the current window (request-reply). */
+  marketPrices: () => "market.prices" as const,
   /** Balance of one agent (request-reply): `economic.balance.<agent_id>`. */
   economicBalance: (agentId: string) => `economic.balance.${subjectToken(agentId, "agent id")}` as const,
   /** LLM calls, which enforce the spend cap (request-reply). */
