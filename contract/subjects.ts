@@ -135,6 +135,8 @@ export const Subjects = {
   traceSpanCompleted: (domain: Domain, entity: string) => `trace.${domainToken(domain)}.${subjectToken(entity, "entity")}.span_completed` as const,
   /** An operator grants a human reward, which mints credits (publisher needs allow: ["admin"]). */
   adminRewardGrant: () => "admin.reward.grant" as const,
+  /** An operator terminates an agent (publisher needs allow: ["admin"]). */
+  adminAgentTerminate: () => "admin.agent.terminate" as const,
 } as const;
 
 /** Filters for streams and consumers over the subjects above. */

@@ -366,6 +366,7 @@ describe("subjects", () => {
       [Subjects.mcpRequest("web_search"), "mcp.request.web_search"],
       [Subjects.mcpRequest("web_search", "agent_1"), "mcp.request.web_search.agent_1"],
       [Subjects.marketPrices(), "market.prices"],
+      [Subjects.adminAgentTerminate(), "admin.agent.terminate"],
       [Subjects.traceSpanStarted("agent", "genesis_001"), "trace.agent.genesis_001.span_started"],
       [Subjects.traceSpanCompleted("market", "auction"), "trace.market.auction.span_completed"],
       [Subjects.adminRewardGrant(), "admin.reward.grant"],
