@@ -23,8 +23,8 @@ export default defineConfig({
     },
     {
       name: "ECONOMY",
-      description: "Economy commands: genesis, transfers, spawns, rewards, prompts, messages (work queue)",
-      subjects: ["admin.genesis", "admin.reward.grant", "economic.transfer.*", "economic.spawn.*", "agent.*.prompt", "agent.*.message"],
+      description: "Economy commands: genesis, transfers, spawns, rewards, terminations, prompts, messages (work queue)",
+      subjects: ["admin.genesis", "admin.reward.grant", "admin.agent.terminate", "economic.transfer.*", "economic.spawn.*", "agent.*.prompt", "agent.*.message"],
       retention: "workqueue",
       maxMsgs: 1_000_000,
       maxBytes: 1024 * 1024 * 1024,

@@ -117,17 +117,26 @@ export const Subjects = {
   marketBid: (agentId: string) => `market.bid.${subjectToken(agentId, "agent id")}` as const,
   /** Price broadcasts after each window. */
   marketPriceUpdate: () => "market.price_update" as const,
+  /** Current prices, supply and utilization per resource, and the current window (request-reply). */
+  marketPrices: () => "market.prices" as const,
   /** Balance of one agent (request-reply): `economic.balance.<agent_id>`. */
   economicBalance: (agentId: string) => `economic.balance.${subjectToken(agentId, "agent id")}` as const,
   /** LLM calls, which enforce the spend cap (request-reply). */
   llmInvoke: () => "llm.invoke" as const,
-  /** Tool calls through the MCP gateway (a work queue): `mcp.request.<tool>`. */
-  mcpRequest: (tool: string) => `mcp.request.${subjectToken(tool, "tool")}` as const,
+  /**
+   * Tool calls through the MCP gateway (a work queue): `mcp.request.<tool>.<agent_id>`, the sender
+   * last (an agent may publish only subjects with its own id, and pays for its own requests only);
+   * `mcp.request.<tool>` without it is for trusted publishers (services, operators).
+   */
+  mcpRequest: (tool: string, agentId?: string) =>
+    agentId === undefined ? (`mcp.request.${subjectToken(tool, "tool")}` as const) : (`mcp.request.${subjectToken(tool, "tool")}.${subjectToken(agentId, "agent id")}` as const),
   /** Span events from components that reach only NATS (publisher needs allow: ["trace"]). */
   traceSpanStarted: (domain: Domain, entity: string) => `trace.${domainToken(domain)}.${subjectToken(entity, "entity")}.span_started` as const,
   traceSpanCompleted: (domain: Domain, entity: string) => `trace.${domainToken(domain)}.${subjectToken(entity, "entity")}.span_completed` as const,
   /** An operator grants a human reward, which mints credits (publisher needs allow: ["admin"]). */
   adminRewardGrant: () => "admin.reward.grant" as const,
+  /** An operator terminates an agent (publisher needs allow: ["admin"]). */
+  adminAgentTerminate: () => "admin.agent.terminate" as const,
 } as const;
 
 /** Filters for streams and consumers over the subjects above. */

@@ -2,7 +2,7 @@ import type { Sql, TransactionSql } from "./db.ts";
 import { recordCaused, type Cause, type EventInput, type Recorded } from "./events.ts";
 import { CLEARING_LOCK } from "./clearing.ts";
 import { EconomyError, EconomyErrorCode } from "./errors.ts";
-import { agentAccount, inTransaction, lockAccounts } from "./ledger.ts";
+import { agentAccount, inTransaction, lockAccounts, terminatedAgents } from "./ledger.ts";
 import { formatCredits, toCredits, toMicro } from "./money.ts";
 import type { Resource } from "./auction.ts";
 
@@ -16,7 +16,7 @@ import type { Resource } from "./auction.ts";
 
 export type BidInput = { agentId: string; resource: Resource; quantity: number; price: number; streamSeq?: number };
 
-export type RejectReason = "UNKNOWN_AGENT" | "INSUFFICIENT_FUNDS" | "BELOW_MARKET_PRICE" | "EXCEEDS_SUPPLY" | "INVALID_BID";
+export type RejectReason = "UNKNOWN_AGENT" | "AGENT_TERMINATED" | "INSUFFICIENT_FUNDS" | "BELOW_MARKET_PRICE" | "EXCEEDS_SUPPLY" | "INVALID_BID";
 
 export type BidResult =
   | { status: "placed"; bidId: string; windowId: number; amount: number; duplicate: boolean; balance: number; reserved: number }
@@ -53,9 +53,11 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
     // here and then finds the first one's row below
     const agents = [...new Set(requests.map((r) => r.input.agentId))];
     const balances = await lockAccounts(tx, agents.map(agentAccount));
+    // read under the account locks, which a termination holds while it sets the status
+    const terminated = await terminatedAgents(tx, agents);
     const ids = requests.map((r) => r.cause.sourceMsgId);
     const prior = await priorBids(tx, ids);
-    // refusals without a bid row (unknown agent, unreadable price) are known by their event
+    // refusals without a bid row (unknown or terminated agent, unreadable price) are known by their event
     const refused = new Map(
       (
         await tx<{ source_msg_id: string; reason: string; message: string }[]>`
@@ -115,6 +117,8 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
       if (amount > MAX_BID_MICRO) return reject("INVALID_BID", `quantity × price is ${formatCredits(amount)} credits, more than a bid can be`);
       const bal = balances.get(agentAccount(input.agentId));
       if (bal === undefined) return reject("UNKNOWN_AGENT", `agent ${input.agentId} is not known`);
+      // no row: a terminated agent's refused bid is known by its event, like an unknown agent's
+      if (terminated.has(input.agentId)) return reject("AGENT_TERMINATED", `agent ${input.agentId} is terminated: it places no bids`);
       const m = market.get(input.resource);
       if (!m) return reject("INVALID_BID", `resource ${input.resource} has no market`, amount, ppu);
       if (ppu < BigInt(m.price)) return reject("BELOW_MARKET_PRICE", `bid ${input.price} per unit is below the market price ${formatCredits(m.price)}`, amount, ppu);

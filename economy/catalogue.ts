@@ -15,6 +15,11 @@ export const EVENTS = {
     description: "an agent exists: created at genesis (parent null) or spawned by a parent",
     schema: v.object({ agent_id: id, parent_id: v.nullable(id), credits }),
   },
+  agent_terminated: {
+    subject: "system.agent_terminated",
+    description: "an operator terminated an agent: its open bids were released (bid_lost AGENT_TERMINATED), its commands are refused from now on, its credits stay in its account; its NATS credentials are revoked in reaction to this event",
+    schema: v.object({ agent_id: id, reason: v.string(), balance: credits, bids_released: v.pipe(v.number(), v.integer(), v.minValue(0)), released: credits }),
+  },
   credits_minted: {
     subject: "economic.credits_minted",
     description: "new credits from the mint: a genesis grant or a human reward",
@@ -37,7 +42,7 @@ export const EVENTS = {
   },
   bid_rejected: {
     subject: "market.bid_rejected",
-    description: "a bid was refused: reason INSUFFICIENT_FUNDS, UNKNOWN_AGENT, BELOW_MARKET_PRICE, EXCEEDS_SUPPLY",
+    description: "a bid was refused: reason INSUFFICIENT_FUNDS, UNKNOWN_AGENT, AGENT_TERMINATED, BELOW_MARKET_PRICE, EXCEEDS_SUPPLY",
     schema: v.object({ agent_id: v.string(), reason: v.string(), message: v.string(), resource: v.optional(v.string()), amount: v.optional(credits) }),
   },
   resources_allocated: {
@@ -47,7 +52,7 @@ export const EVENTS = {
   },
   bid_lost: {
     subject: "market.bid_lost",
-    description: "a bid did not win (OUTBID, EXCEEDS_SUPPLY, BELOW_RESERVE); nothing was charged",
+    description: "a bid did not win (OUTBID, EXCEEDS_SUPPLY, BELOW_RESERVE), or was released when its agent was terminated (AGENT_TERMINATED); nothing was charged",
     schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource, reason: v.string() }),
   },
   price_update: {

@@ -3,7 +3,7 @@ import type { Sql } from "./db.ts";
 import { bidAmount, clearWindow, RESOURCES, type AuctionBid, type Resource } from "./auction.ts";
 import { EconomyErrorCode, TickRefusedError } from "./errors.ts";
 import { recordEvents, type Cause, type EventInput } from "./events.ts";
-import { agentAccount, BURN_ACCOUNT, burn, inTransaction, lockAccounts } from "./ledger.ts";
+import { agentAccount, BURN_ACCOUNT, burn, inTransaction, lockAccounts, terminatedAgents } from "./ledger.ts";
 import { toCredits } from "./money.ts";
 import { nextPrice } from "./pricing.ts";
 
@@ -88,9 +88,14 @@ export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number
     const agentIds = agentRows.map((r) => r.agent_id);
     await lockAccounts(tx, [...agentIds.map(agentAccount), BURN_ACCOUNT]);
     // a bid of another agent placed since the first read is left open: it joins the next window
-    const rows = await tx<BidRow[]>`
+    const locked = await tx<BidRow[]>`
       SELECT id, correlation_id, agent_id, resource, quantity, price_per_unit, amount, stream_seq, window_id FROM bids
        WHERE status = 'open' AND window_id <= ${windowId} AND agent_id = ANY(${agentIds}::text[]) ORDER BY id FOR UPDATE`;
+    // a termination releases its agent's open bids, and no bid of a terminated agent is placed
+    // (both under the account lock); should one be open all the same, it is lost, never burned
+    const terminated = await terminatedAgents(tx, agentIds);
+    const orphans = locked.filter((r) => terminated.has(r.agent_id));
+    const rows = locked.filter((r) => !terminated.has(r.agent_id));
     const market = await tx<MarketRow[]>`SELECT resource, supply, price, floor_price, target_utilization FROM market_state ORDER BY resource FOR UPDATE`;
     const byResource = new Map(market.map((m) => [m.resource, m]));
     const bids: AuctionBid[] = rows.map((r) => ({
@@ -115,6 +120,12 @@ export async function clearMarketWindow(sql: Sql, cause: Cause, windowId: number
     let burned = 0n;
     let winners = 0;
     let losers = 0;
+    for (const o of orphans) {
+      losers++;
+      agents.add(o.agent_id);
+      await tx`UPDATE bids SET status = 'lost', reason = 'AGENT_TERMINATED', settled_at = now() WHERE id = ${o.id}`;
+      events.push({ type: "bid_lost", to: o.agent_id, correlationId: o.correlation_id, payload: { bid_id: String(o.id), agent_id: o.agent_id, window_id: windowId, resource: o.resource, reason: "AGENT_TERMINATED" } });
+    }
     for (const r of RESOURCES) {
       const c = cleared[r];
       for (const w of c.winners) {

@@ -30,6 +30,10 @@ export const EconomyErrorCode = {
   InvalidBid: "INVALID_BID",
   /** Free text past its limit, or with characters the ledger does not keep (NUL). */
   TextTooLong: "TEXT_TOO_LONG",
+  /** A command of, or credits to, an agent an operator terminated (admin.agent.terminate); terminating it again. */
+  AgentTerminated: "AGENT_TERMINATED",
+  /** A request whose body names another agent than the one in its subject (the sender, whom credentials vouch for). */
+  IdentityMismatch: "IDENTITY_MISMATCH",
   /** An event that does not match the catalogue: a bug in the function that states it. */
   InvalidEvent: "ECONOMY_INVALID_EVENT",
   Migration: "MIGRATION_FAILED",

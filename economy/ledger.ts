@@ -9,6 +9,7 @@ import {
   InvalidArgumentError,
   isEconomyError,
   isSerializationError,
+  refuse,
   UnknownAgentError,
 } from "./errors.ts";
 import { asAmount } from "./money.ts";
@@ -136,6 +137,23 @@ export async function lockAccounts(tx: Db, accountIds: string[]): Promise<Map<st
   return new Map(rows.map((r) => [r.id, BigInt(r.balance)]));
 }
 
+/** The agents among `agentIds` that an operator terminated (admin.agent.terminate). */
+export async function terminatedAgents(db: Db, agentIds: string[]): Promise<Set<string>> {
+  if (!agentIds.length) return new Set();
+  const rows = await db<{ id: string }[]>`SELECT id FROM agents WHERE id = ANY(${[...new Set(agentIds)]}::text[]) AND status = 'terminated'`;
+  return new Set(rows.map((r) => r.id));
+}
+
+/**
+ * Refuses with AGENT_TERMINATED when one of the agents is terminated. Race-free when the caller
+ * holds the agents' account locks: a termination takes the account lock before it changes the status.
+ */
+export async function refuseTerminated(db: Db, agentIds: string[], what = "it takes no commands"): Promise<void> {
+  const gone = await terminatedAgents(db, agentIds);
+  const first = agentIds.find((a) => gone.has(a));
+  if (first !== undefined) throw refuse(EconomyErrorCode.AgentTerminated, `agent ${first} is terminated: ${what}`);
+}
+
 /** Micro-credits the agent's open bids hold until their window clears. */
 export async function reserved(db: Db, agentId: string): Promise<bigint> {
   const [row] = await db<{ reserved: bigint | string }[]>`
@@ -258,6 +276,10 @@ function post(db: Db, m: Movement): Promise<Receipt> {
     // under the locks: a redelivery of a committed command sees its transaction here
     const earlier = await recorded(tx, m);
     if (earlier) return earlier;
+
+    // a terminated agent's account is closed: nothing leaves it (it spends nothing) and nothing
+    // enters it (credits there could never be spent again)
+    await refuseTerminated(tx, [m.fromAccount, m.toAccount].filter((a) => a.startsWith("agent:")).map(agentOf), "no credits move to or from it");
 
     if (m.payer !== undefined) {
       const held = await reserved(tx, m.payer);

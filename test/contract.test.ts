@@ -364,6 +364,9 @@ describe("subjects", () => {
       [Subjects.economicBalance("agent_1"), "economic.balance.agent_1"],
       [Subjects.llmInvoke(), "llm.invoke"],
       [Subjects.mcpRequest("web_search"), "mcp.request.web_search"],
+      [Subjects.mcpRequest("web_search", "agent_1"), "mcp.request.web_search.agent_1"],
+      [Subjects.marketPrices(), "market.prices"],
+      [Subjects.adminAgentTerminate(), "admin.agent.terminate"],
       [Subjects.traceSpanStarted("agent", "genesis_001"), "trace.agent.genesis_001.span_started"],
       [Subjects.traceSpanCompleted("market", "auction"), "trace.market.auction.span_completed"],
       [Subjects.adminRewardGrant(), "admin.reward.grant"],
@@ -376,6 +379,7 @@ describe("subjects", () => {
       assert.throws(() => Subjects.marketBid(bad), (err: Error & { code?: string }) => err.code === "HOST_ERR_INVALID_SUBJECT", JSON.stringify(bad));
     }
     assert.throws(() => Subjects.traceSpanStarted("nope" as "agent", "x"), /unknown_domain/);
+    assert.throws(() => Subjects.mcpRequest("web_search", "a.b"), /agent id "a\.b"/);
   });
 
   it(`accepts every subject made of valid tokens and refuses one bad character anywhere (${RUNS} runs)`, () => {

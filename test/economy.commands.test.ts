@@ -4,6 +4,7 @@ import { resolve } from "node:path";
 import { loadConfigFile } from "../host/configFile.ts";
 import { listDeadLetters, type DeadLetter } from "../host/deadLetter.ts";
 import { loadSettings } from "../config/settings.ts";
+import { Subjects } from "../contract/subjects.ts";
 import { startTestNats, suiteScope, type TestNats } from "./helpers/nats.ts";
 import { startTestDatabase, type TestDatabase } from "./helpers/pg.ts";
 import { ROOT, startHost, waitFor } from "./helpers/host.ts";
@@ -11,7 +12,8 @@ import { ROOT, startHost, waitFor } from "./helpers/host.ts";
 // Every economy command, refused the way a new user's first mistakes are refused: at once, on the
 // first attempt, dead-lettered under the refusal's own code with a message in credits — never
 // retried into HOST_ERR_MAX_DELIVERIES — and free text past its limit refused before anything is
-// written. Also: open prompts can be listed, and execute_trade answers in snake_case. The host is
+// written. Also: open prompts can be listed, market.prices answers with the market and the window,
+// and execute_trade answers in snake_case. The host is
 // given its settings (no process.env passed between components).
 
 const enc = (v: unknown) => JSON.stringify(v);
@@ -94,6 +96,33 @@ describe("economy commands refuse at once, with their code", () => {
     });
     const bad = await nats.nc.request("admin.prompts.open", enc({ limit: 0 }), { timeout: 5000 });
     assert.equal(bad.headers?.get("Nats-Service-Error-Code"), "400");
+  });
+
+  it("market.prices answers with price, floor, supply and utilization per resource, and the current window", async () => {
+    type Prices = { window_id: number; window_ms: number; closes_in_ms: number; last_cleared: number | null; resources: Record<string, { price: number; floor: number; supply: number; utilization: number; window_id: number | null }> };
+    // the first tick clears a window: from then on there is a last cleared window
+    const r = await waitFor("a window cleared", async () => {
+      const x = (await nats.nc.request(Subjects.marketPrices(), "", { timeout: 5000 })).json<Prices>();
+      return x.last_cleared !== null ? x : undefined;
+    });
+    const now = Math.floor(Date.now() / 500);
+    assert.ok(r.window_id === now || r.window_id === now - 1, `window ${r.window_id}, clock says ${now}`);
+    assert.equal(r.window_ms, 500);
+    assert.ok(r.closes_in_ms > 0 && r.closes_in_ms <= 500, String(r.closes_in_ms));
+    assert.ok(r.last_cleared! < r.window_id);
+    assert.deepEqual(Object.keys(r.resources).sort(), ["attention", "cpu", "memory", "tokens"]);
+    assert.deepEqual([r.resources.cpu!.supply, r.resources.cpu!.floor, r.resources.attention!.supply], [2000, 0.0001, 1]);
+    for (const [resource, m] of Object.entries(r.resources)) {
+      assert.ok(m.price >= m.floor, resource);
+      assert.ok(m.utilization >= 0 && m.utilization <= 1, resource);
+      assert.ok(m.window_id === null || m.window_id <= r.last_cleared!, resource);
+    }
+    // what the clearing wrote, read around the request (a clearing may move it in between)
+    const read = async () => (await db.sql<{ price: bigint }[]>`SELECT price FROM market_state WHERE resource = 'cpu'`)[0]!.price;
+    const before = await read();
+    const cpu = (await nats.nc.request(Subjects.marketPrices(), "", { timeout: 5000 })).json<Prices>().resources.cpu!.price;
+    const after = await read();
+    assert.ok([Number(before) / 1e6, Number(after) / 1e6].includes(cpu), `${cpu} is neither ${before} nor ${after} µ`);
   });
 
   it("execute_trade answers in snake_case (and, until 0.3, the 0.1 names too)", async () => {

@@ -52,13 +52,13 @@ describe("MCP gateway", () => {
   const dead = () => listDeadLetters(nats.jsm, "DEAD_LETTERS", { prefix: "dlq", fn: "mcp/mcpWebSearch" });
 
   /** Publishes a request; returns the reply subject to wait on. */
-  async function request(body: Record<string, unknown>, opts: { natsMsgId?: string } = {}): Promise<string> {
+  async function request(body: Record<string, unknown>, opts: { natsMsgId?: string; sender?: string } = {}): Promise<string> {
     const reply = (body.reply_subject as string | undefined) ?? `replies.${++n}`;
     const h = natsHeaders();
     h.set("Syntropism-Correlation-Id", "gateway-test");
     if (opts.natsMsgId) h.set("Nats-Msg-Id", opts.natsMsgId);
     const full = { server: "search", tool: "web_search", reply_subject: reply, ...body };
-    await nats.js.publish(Subjects.mcpRequest(full.tool), JSON.stringify(full), { headers: h });
+    await nats.js.publish(Subjects.mcpRequest(full.tool, opts.sender), JSON.stringify(full), { headers: h });
     return reply;
   }
   const replyOn = (subject: string, count = 1, timeoutMs = 20_000) =>
@@ -167,6 +167,29 @@ describe("MCP gateway", () => {
     assert.ok(codes.includes("UNKNOWN_TOOL") && codes.includes("INVALID_PARAMS"), codes.join(","));
     assert.ok(dl.some((d) => d.reason === "HOST_ERR_INVALID_PAYLOAD"), dl.map((d) => d.reason).join(","));
     assert.equal(await balance("alice"), before);
+  });
+
+  it("a request on mcp.request.<tool>.<agent_id> whose body names that agent is served and charged to it", async () => {
+    const before = await balance("alice");
+    const subject = await request({ agent_id: "alice", params: { query: "per agent credentials" }, msg_id: "sender-ok" }, { sender: "alice" });
+    const [r] = await replyOn(subject);
+    assert.equal(r!.ok, true, JSON.stringify(r));
+    assert.equal(Math.round((before - (await balance("alice"))) * 1e6), 10_000);
+  });
+
+  it("a request whose subject's agent is not its body's is refused at once (IDENTITY_MISMATCH): no reply, not charged, not called", async () => {
+    const q = "spend someone else's credits";
+    const [before, beforeBob] = [await balance("alice"), await balance("bob")];
+    const subject = await request({ agent_id: "alice", params: { query: q }, msg_id: "impostor-1" }, { natsMsgId: "impostor-1", sender: "bob" });
+    const dl = await waitFor("dead letter", async () => (await dead()).find((d) => d.msgId === "impostor-1"));
+    assert.equal(dl.reason, "IDENTITY_MISMATCH");
+    assert.equal(dl.attempts, 1, "refused at once, not retried");
+    assert.match(dl.error?.message ?? "", /mcp\.request\.web_search\.bob is agent bob's request but its agent_id is alice/);
+    assert.deepEqual([await balance("alice"), await balance("bob")], [before, beforeBob]);
+    assert.equal(calls(q).length, 0);
+    assert.equal(replies.get(subject), undefined, "no reply");
+    const [{ count }] = (await db.sql`SELECT count(*)::int AS count FROM ledger_transactions WHERE source_msg_id = 'mcp:impostor-1'`) as unknown as [{ count: number }];
+    assert.equal(count, 0);
   });
 
   it("a call that times out is retried with backoff, charged once, then answered with TIMEOUT and dead-lettered", async () => {

@@ -8,6 +8,7 @@ import { toMicro } from "../../economy/money.ts";
 
 // A human rewards an agent (operators only: admin.>), which mints credits:
 // `nats pub admin.reward.grant '{"agent_id":"a1","amount":50,"prompt_id":"3","response":"plan B","reason":"useful"}'`.
+// A terminated agent is rewarded nothing (the ledger refuses the mint: AGENT_TERMINATED).
 export default defineFunction({
   description: "Mints a human's reward to an agent, answering its prompt",
   trigger: { type: "jetstream", stream: "ECONOMY", subject: "admin.reward.grant" },

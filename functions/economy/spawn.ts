@@ -7,7 +7,8 @@ import { openAccount, transfer } from "../../economy/ledger.ts";
 import { toMicro } from "../../economy/money.ts";
 
 // `nats pub economic.spawn.agent_1 '{"child_id":"agent_1a","credits":100}'` — the parent creates a
-// child and funds it from its own balance; the lineage is kept.
+// child and funds it from its own balance; the lineage is kept. A terminated parent spawns nothing
+// (the ledger refuses its funding: AGENT_TERMINATED).
 export default defineFunction({
   description: "Spawns a child agent funded by its parent",
   trigger: { type: "jetstream", stream: "ECONOMY", subject: "economic.spawn.*" },

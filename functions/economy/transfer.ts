@@ -5,7 +5,8 @@ import { agentId, credits, freeText, LIMITS } from "../../economy/limits.ts";
 import { transfer } from "../../economy/ledger.ts";
 import { toMicro } from "../../economy/money.ts";
 
-// `nats pub economic.transfer.agent_1 '{"to":"agent_2","amount":25}'` — agent_1 pays agent_2.
+// `nats pub economic.transfer.agent_1 '{"to":"agent_2","amount":25}'` — agent_1 pays agent_2. The
+// ledger refuses a transfer from or to a terminated agent (AGENT_TERMINATED).
 export default defineFunction({
   description: "Moves credits from the agent in the subject to another agent",
   trigger: { type: "jetstream", stream: "ECONOMY", subject: "economic.transfer.*" },

@@ -7,7 +7,7 @@ import { causeOf, windowOf } from "../../economy/runtime.ts";
 
 // `nats pub market.bid.agent_1 '{"resource":"cpu","quantity":500,"price":0.002}'` — a bid for this
 // window's auction: price is credits per unit. Accepted → bid_placed (the amount is reserved).
-// Refused (INSUFFICIENT_FUNDS, UNKNOWN_AGENT, BELOW_MARKET_PRICE …) → the refusal is recorded and
+// Refused (INSUFFICIENT_FUNDS, UNKNOWN_AGENT, AGENT_TERMINATED, BELOW_MARKET_PRICE …) → the refusal is recorded and
 // stated as bid_rejected, committed with the group, and then the command is dead-lettered with the
 // reason as its code. Bids handled at the same time in one worker are written in one transaction
 // (economy/bids.ts, "group commit"), each with its own answer: a refused bid fails only its own

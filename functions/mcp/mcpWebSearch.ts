@@ -7,7 +7,7 @@ import { RateLimiter } from "../../host/rateLimit.ts";
 import { checkParams, GatewayError } from "../../gateway/client.ts";
 import { toolCacheTtl, toolCost } from "../../gateway/config.ts";
 import { gateway } from "../../gateway/runtime.ts";
-import { InsufficientFundsError, UnknownAgentError } from "../../economy/errors.ts";
+import { EconomyErrorCode, InsufficientFundsError, isEconomyError, refuse, UnknownAgentError } from "../../economy/errors.ts";
 import { burn } from "../../economy/ledger.ts";
 import { toMicro } from "../../economy/money.ts";
 import { AGENT_STATE, projectAgents } from "../../economy/projections.ts";
@@ -15,10 +15,15 @@ import { economy } from "../../economy/resource.ts";
 import { causeOf } from "../../economy/runtime.ts";
 import type { EventPayload } from "../../economy/catalogue.ts";
 
-// `nats pub mcp.request.web_search '{"agent_id":"alice","server":"search","tool":"web_search",
+// `nats pub mcp.request.web_search.alice '{"agent_id":"alice","server":"search","tool":"web_search",
 //   "params":{"query":"nats kv"},"reply_subject":"agent.alice.mcp"}'` — an agent calls an MCP tool
-// through the gateway (docs/gateway.md). The subject is `mcp.request.<tool>` (contract/subjects.ts,
-// Subjects.mcpRequest); the payload says what is called, the subject only routes. In order: the server and tool must exist and the params
+// through the gateway (docs/gateway.md). The subject is `mcp.request.<tool>.<agent_id>`
+// (contract/subjects.ts, Subjects.mcpRequest): its last token is the sender, the one thing an
+// agent's credentials vouch for, and the body's agent_id must be the same (else IDENTITY_MISMATCH:
+// dead-lettered at once, no reply, nothing charged). The form without it, `mcp.request.<tool>`, is
+// for trusted publishers (services, operators) and takes the body's agent_id as it is. The payload
+// says what is called, the subject routes and says who asks. In order: a terminated agent is
+// refused (AGENT_TERMINATED: an error reply and a dead letter); the server and tool must exist and the params
 // fit the tool's schema (else an error reply and a dead letter); the agent's hourly quota (else an
 // error reply, acknowledged); the price is burned from the agent's credits once per request id
 // (else an error reply, acknowledged); the KV cache; the call with its timeout; the reply on
@@ -71,6 +76,21 @@ export default defineFunction({
     const replyError = (code: string, message: string, extra: Record<string, unknown> = {}) =>
       ctx.broadcast(p.reply_subject, { ...head, ok: false, error: { code, message }, ...extra });
 
+    // 0. who asks: the sender in the subject pays, or nobody does. A mismatch gets no reply: its
+    // body, reply subject included, speaks for an agent that did not send it
+    const tokens = ctx.subject.split(".");
+    if (tokens.length > 4) throw refuse(EconomyErrorCode.InvalidArgument, `${ctx.subject}: an MCP request's subject is mcp.request.<tool>.<agent_id>`);
+    const sender = tokens[3];
+    if (sender !== undefined && sender !== p.agent_id) {
+      throw refuse(EconomyErrorCode.IdentityMismatch, `${ctx.subject} is agent ${sender}'s request but its agent_id is ${p.agent_id}: an agent's requests are its own, paid by itself`);
+    }
+    const [agent] = await sql<{ status: string }[]>`SELECT status FROM agents WHERE id = ${p.agent_id}`;
+    if (agent?.status === "terminated") {
+      const message = `agent ${p.agent_id} is terminated: it calls no tools`;
+      replyError(EconomyErrorCode.AgentTerminated, message);
+      throw refuse(EconomyErrorCode.AgentTerminated, message);
+    }
+
     // 1. what is asked must exist and fit the tool's schema: otherwise it never will
     let cost: number;
     let ttlMs: number;
@@ -122,6 +142,8 @@ export default defineFunction({
           await finish(code.toLowerCase() as Outcome, 0, false);
           return;
         }
+        // terminated since the check above: the ledger refused the charge
+        if (isEconomyError(err) && err.code === EconomyErrorCode.AgentTerminated) replyError(err.code, err.message);
         throw err;
       }
     }
