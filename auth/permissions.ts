@@ -31,7 +31,7 @@ type Rule = { subject: string; why: string };
 export const AGENT_RULES: { publish: Rule[]; subscribe: Rule[] } = {
   publish: [
     { subject: "market.bid.<id>", why: "place its bids" },
-    { subject: "agent.<id>.>", why: "its own commands and events: messages, prompts, cognitive cycles" },
+    { subject: "agent.<id>.*", why: "its own commands and events: messages, prompts, cognitive cycles (three tokens: never its inbox)" },
     { subject: "economic.transfer.<id>", why: "transfer its credits" },
     { subject: "economic.spawn.<id>", why: "spawn a child from its credits" },
     { subject: "economic.balance.<id>", why: "request its balance" },
@@ -45,6 +45,7 @@ export const AGENT_RULES: { publish: Rule[]; subscribe: Rule[] } = {
   subscribe: [
     { subject: "_INBOX.<id>.>", why: "replies to its requests (nats.js `inboxPrefix: \"_INBOX.<id>\"`)" },
     { subject: "market.price_update", why: "price broadcasts after each window" },
+    { subject: "agent.<id>.inbox.>", why: "deliveries to it: MCP results (`reply_subject`)" },
   ],
 };
 

@@ -109,6 +109,14 @@ function domainToken(domain: Domain): Domain {
   return domain;
 }
 
+/**
+ * Where the system delivers to an agent (`agent.<id>.inbox.<anything>`: MCP results …): the one
+ * namespace an agent subscribes to besides its request replies, and never publishes on.
+ */
+export function agentInbox(agentId: string): `agent.${string}.inbox` {
+  return `agent.${subjectToken(agentId, "agent id")}.inbox`;
+}
+
 /** Subjects the seeds name. The variable parts are checked, so a built subject is always valid. */
 export const Subjects = {
   /** An agent's own events: `agent.<agent_id>.<action>` (`cognitive_cycle_started`, `error` …). */

@@ -75,7 +75,7 @@ describe("terminating an agent", () => {
     ["its spawn", "economic.spawn.tra", { child_id: "tra-child", credits: 1 }, "AGENT_TERMINATED", /tra is terminated/],
     ["its message", "agent.tra.message", { to: "trb", body: "still here" }, "AGENT_TERMINATED", /tra is terminated/],
     ["its prompt", "agent.tra.prompt", { question: "may I?" }, "AGENT_TERMINATED", /tra is terminated/],
-    ["its MCP request", Subjects.mcpRequest("web_search", "tra"), { agent_id: "tra", server: "search", tool: "web_search", params: { query: "x" }, reply_subject: "replies.tra" }, "AGENT_TERMINATED", /tra is terminated/],
+    ["its MCP request", Subjects.mcpRequest("web_search", "tra"), { agent_id: "tra", server: "search", tool: "web_search", params: { query: "x" }, reply_subject: "agent.tra.inbox.mcp" }, "AGENT_TERMINATED", /tra is terminated/],
     ["a transfer to it", "economic.transfer.trb", { to: "tra", amount: 1 }, "AGENT_TERMINATED", /tra is terminated/],
     ["a message to it", "agent.trb.message", { to: "tra", body: "hello?" }, "AGENT_TERMINATED", /tra is terminated/],
     ["a reward to it", "admin.reward.grant", { agent_id: "tra", amount: 5 }, "AGENT_TERMINATED", /tra is terminated/],

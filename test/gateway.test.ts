@@ -7,6 +7,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { headers as natsHeaders, type NatsConnection, type Subscription } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
+import { jetstream } from "@nats-io/jetstream";
+import { setTimeout as sleep } from "node:timers/promises";
 import { loadConfigFile } from "../host/configFile.ts";
 import { Subjects } from "../contract/subjects.ts";
 import { listDeadLetters } from "../host/deadLetter.ts";
@@ -85,7 +87,7 @@ describe("MCP gateway", () => {
     writeFileSync(join(dir, "servers.json"), JSON.stringify(config));
     process.env.MCP_GATEWAY_CONFIG = join(dir, "servers.json");
     process.env.MCP_DEFAULT_MAX_CALLS_PER_HOUR = "100";
-    nats = await startTestNats(hooks);
+    nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
     process.env.DATABASE_URL = db.url;
     sub = collectReplies(nats.nc, "replies.>", replies);
@@ -169,12 +171,28 @@ describe("MCP gateway", () => {
     assert.equal(await balance("alice"), before);
   });
 
-  it("a request on mcp.request.<tool>.<agent_id> whose body names that agent is served and charged to it", async () => {
+  it("an agent with its own credentials asks on mcp.request.<tool>.<its id>, gets the result in its inbox, and pays", async () => {
     const before = await balance("alice");
-    const subject = await request({ agent_id: "alice", params: { query: "per agent credentials" }, msg_id: "sender-ok" }, { sender: "alice" });
-    const [r] = await replyOn(subject);
-    assert.equal(r!.ok, true, JSON.stringify(r));
+    const alice = await nats.auth!.connect({ agent: "alice" });
+    const got = new Promise<Reply>((r) => alice.subscribe("agent.alice.inbox.>", { max: 1, callback: (_e, m) => r(m.json<Reply>()) }));
+    await alice.flush();
+    const body = { agent_id: "alice", server: "search", tool: "web_search", params: { query: "per agent credentials" }, msg_id: "sender-ok", reply_subject: "agent.alice.inbox.mcp" };
+    const ack = await jetstream(alice).publish(Subjects.mcpRequest("web_search", "alice"), JSON.stringify(body));
+    assert.equal(ack.stream, "MCP", "stored, and the acknowledgement came back to the agent");
+    const r = await Promise.race([got, sleep(20_000).then(() => undefined)]);
+    assert.equal(r?.ok, true, JSON.stringify(r));
     assert.equal(Math.round((before - (await balance("alice"))) * 1e6), 10_000);
+  });
+
+  it("an agent cannot have its results published where it chooses: a reply_subject outside its inbox is refused", async () => {
+    const alice = await nats.auth!.connect({ agent: "alice" });
+    const body = { agent_id: "alice", server: "search", tool: "web_search", params: { query: "deputy" }, msg_id: "deputy-1", reply_subject: "$JS.API.STREAM.DELETE.AUDIT" };
+    await jetstream(alice).publish(Subjects.mcpRequest("web_search", "alice"), JSON.stringify(body), { msgID: "deputy-1" });
+    const dl = await waitFor("dead letter", async () => (await dead()).find((d) => d.msgId === "deputy-1"));
+    assert.equal(dl.reason, "INVALID_ARGUMENT");
+    assert.match(dl.error?.message ?? "", /reply_subject \$JS\.API\.STREAM\.DELETE\.AUDIT is not agent alice's/);
+    assert.equal((await nats.jsm.streams.info("AUDIT")).config.name, "AUDIT");
+    assert.equal(calls("deputy").length, 0);
   });
 
   it("a request whose subject's agent is not its body's is refused at once (IDENTITY_MISMATCH): no reply, not charged, not called", async () => {

@@ -5,6 +5,7 @@ import { loadSettings } from "../../config/settings.ts";
 import { canonicalJson } from "../../host/canonicalJson.ts";
 import { RateLimiter } from "../../host/rateLimit.ts";
 import { checkParams, GatewayError } from "../../gateway/client.ts";
+import { agentInbox } from "../../contract/subjects.ts";
 import { toolCacheTtl, toolCost } from "../../gateway/config.ts";
 import { gateway } from "../../gateway/runtime.ts";
 import { EconomyErrorCode, InsufficientFundsError, isEconomyError, refuse, UnknownAgentError } from "../../economy/errors.ts";
@@ -16,7 +17,7 @@ import { causeOf } from "../../economy/runtime.ts";
 import type { EventPayload } from "../../economy/catalogue.ts";
 
 // `nats pub mcp.request.web_search.alice '{"agent_id":"alice","server":"search","tool":"web_search",
-//   "params":{"query":"nats kv"},"reply_subject":"agent.alice.mcp"}'` — an agent calls an MCP tool
+//   "params":{"query":"nats kv"},"reply_subject":"agent.alice.inbox.mcp"}'` — an agent calls an MCP tool
 // through the gateway (docs/gateway.md). The subject is `mcp.request.<tool>.<agent_id>`
 // (contract/subjects.ts, Subjects.mcpRequest): its last token is the sender, the one thing an
 // agent's credentials vouch for, and the body's agent_id must be the same (else IDENTITY_MISMATCH:
@@ -83,6 +84,11 @@ export default defineFunction({
     const sender = tokens[3];
     if (sender !== undefined && sender !== p.agent_id) {
       throw refuse(EconomyErrorCode.IdentityMismatch, `${ctx.subject} is agent ${sender}'s request but its agent_id is ${p.agent_id}: an agent's requests are its own, paid by itself`);
+    }
+    // an agent's results go to its own deliveries: the host publishes them with its rights, and an
+    // agent must not choose where (another agent's subjects, an operator's, the JetStream API)
+    if (sender !== undefined && !p.reply_subject.startsWith(`${agentInbox(sender)}.`)) {
+      throw refuse(EconomyErrorCode.InvalidArgument, `reply_subject ${p.reply_subject} is not agent ${sender}'s: an agent's results are delivered on ${agentInbox(sender)}.<anything>`);
     }
     const [agent] = await sql<{ status: string }[]>`SELECT status FROM agents WHERE id = ${p.agent_id}`;
     if (agent?.status === "terminated") {
