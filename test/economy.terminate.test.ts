@@ -33,10 +33,10 @@ describe("terminating an agent", () => {
   const transactions = async () => Number((await db.sql<{ n: bigint }[]>`SELECT count(*)::bigint AS n FROM ledger_transactions`)[0]!.n);
 
   before(async () => {
-    nats = await startTestNats(hooks);
+    nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
     const config = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
-    const settings = loadSettings({ DATABASE_URL: db.url, ECONOMY_WINDOW_MS: String(WINDOW_MS), LOG_LEVEL: "error" });
+    const settings = loadSettings({ DATABASE_URL: db.url, ECONOMY_WINDOW_MS: String(WINDOW_MS), LOG_LEVEL: "error", NATS_AUTH_DIR: nats.auth!.authority.dir });
     await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config, settings });
     for (const agent of ["tra", "trb", "trc"]) await nats.js.publish("admin.genesis", enc({ agent_id: agent, credits: 100 }));
     await waitFor("agents funded", async () => ((await balance("trc").catch(() => null))?.balance === 100 ? true : undefined));
@@ -124,5 +124,18 @@ describe("terminating an agent", () => {
     const [bid] = await db.sql<{ status: string; reason: string }[]>`SELECT status, reason FROM bids WHERE source_msg_id = 'orphan-bid'`;
     assert.deepEqual({ ...bid }, { status: "lost", reason: "AGENT_TERMINATED" });
     assert.equal((await checkLedger(db.sql)).ok, true);
+  });
+  it("closes a terminated agent's NATS connection and refuses it from then on; other agents stay connected", async () => {
+    await nats.js.publish("admin.genesis", enc({ agent_id: "trd", credits: 100 }));
+    await waitFor("trd funded", async () => ((await balance("trd").catch(() => null))?.balance === 100 ? true : undefined));
+    const trd = await nats.auth!.connect({ agent: "trd" }, { reconnect: false });
+    const trc = await nats.auth!.connect({ agent: "trc" }, { reconnect: false });
+    assert.equal((await trd.request(Subjects.economicBalance("trd"), "", { timeout: 5000 })).json<{ balance: number }>().balance, 100, "its own credentials work");
+    const closed = trd.closed();
+    await nats.js.publish(Subjects.adminAgentTerminate(), enc({ agent_id: "trd", reason: "done" }), { msgID: "terminate-trd" });
+    const err = await Promise.race([closed, new Promise((r) => setTimeout(() => r(new Error("still connected after 10 s")), 10_000))]);
+    assert.match(String((err as Error | undefined)?.message), /Authentication Revoked|Authorization Violation/);
+    await assert.rejects(nats.auth!.connect({ agent: "trd" }, { reconnect: false }), /Authorization Violation/, "credentials issued after the termination are refused too");
+    assert.equal((await trc.request(Subjects.economicBalance("trc"), "", { timeout: 5000 })).json<{ agent_id: string }>().agent_id, "trc");
   });
 });
