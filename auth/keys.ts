@@ -1,4 +1,4 @@
-import { createHmac, createPrivateKey, sign as edSign, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, sign as edSign, type KeyObject } from "node:crypto";
 import { fromSeed, type KeyPair } from "@nats-io/nkeys";
 // the seed codec is not re-exported by the package's index; the module is part of its published files
 import { Codec } from "@nats-io/nkeys/lib/codec.js";
@@ -6,17 +6,20 @@ import { Prefix } from "@nats-io/nkeys";
 
 // NATS nkeys with node's native Ed25519 for signing. The pure-JS nkeys re-derive the key pair from
 // the seed on every getPublicKey() and sign() (about 25 ms each on this machine kind), so minting a
-// user JWT cost ~80 ms; with the public key computed once and signatures from node's crypto it is a
+// user JWT cost ~80 ms; with the public key and the signatures from node's crypto it is a
 // fraction of that (bench/auth.ts measures it). Signatures are identical: Ed25519 is deterministic.
 
 const PKCS8_ED25519 = Buffer.from("302e020100300506032b657004220420", "hex");
 
 /** A KeyPair for @nats-io/jwt whose `sign` is native and whose public key is derived once. */
 export function fastKeyPair(seed: string): KeyPair {
-  const inner = fromSeed(new TextEncoder().encode(seed));
-  const raw = (inner as KeyPair & { getRawSeed(): Uint8Array }).getRawSeed();
+  const bytes = new TextEncoder().encode(seed);
+  const inner = fromSeed(bytes);
+  const { prefix, buf: raw } = Codec.decodeSeed(bytes);
   const key: KeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519, raw]), format: "der", type: "pkcs8" });
-  const pub = inner.getPublicKey();
+  // the raw public key is the last 32 bytes of its SPKI encoding
+  const spki = createPublicKey(key).export({ format: "der", type: "spki" });
+  const pub = new TextDecoder().decode(Codec.encode(prefix, new Uint8Array(spki.subarray(spki.length - 32))));
   return {
     getPublicKey: () => pub,
     getPrivateKey: () => inner.getPrivateKey(),

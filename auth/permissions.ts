@@ -81,3 +81,18 @@ export function agentPermissions(agentId: string): Permissions {
 
 /** Per-connection limits of an agent (the account's are unlimited). */
 export const AGENT_LIMITS = { subs: 100, payload: 1024 * 1024, data: -1 } as const;
+
+/** docs/security.md's permission table (test/auth.test.ts checks the document holds exactly this). */
+export function permissionTable(): string {
+  const rows = [
+    "| identity | account | publish | subscribe | what for |",
+    "|---|---|---|---|---|",
+    ...(Object.entries(ROLES) as [Role, (typeof ROLES)[Role]][]).map(
+      ([role, r]) => `| ${role} | SYNTROPISM | everything${r.permissions.pub?.deny?.length ? ` except ${r.permissions.pub.deny.map((d) => `\`${d}\``).join(", ")}` : ""} | everything | ${r.who} |`,
+    ),
+    ...AGENT_RULES.publish.map((r) => `| agent \`<id>\` | AGENTS | \`${r.subject}\` | | ${r.why} |`),
+    ...AGENT_RULES.subscribe.map((r) => `| agent \`<id>\` | AGENTS | | \`${r.subject}\` | ${r.why} |`),
+    `| agent \`<id>\` | AGENTS | denied even if allowed above: ${AGENT_DENY_PUBLISH.map((d) => `\`${d}\``).join(", ")} | everything else is refused | |`,
+  ];
+  return `${rows.join("\n")}\n`;
+}

@@ -4,7 +4,7 @@ import { parseArgs } from "node:util";
 // Every option is a flag and an environment variable: `--max-lag 50` or BENCH_MAX_LAG=50.
 // A flag wins over the environment, which wins over the default.
 
-export const BENCHMARKS = ["pingpong", "throughput", "latency", "bids", "faults-pg"] as const;
+export const BENCHMARKS = ["pingpong", "throughput", "latency", "bids", "auth", "faults-pg"] as const;
 export type BenchName = (typeof BENCHMARKS)[number];
 /** Run only when named: they take minutes and measure recovery, not speed. */
 export const OPT_IN: readonly BenchName[] = ["faults-pg"];
@@ -13,10 +13,10 @@ type Spec = { default: string; help: string; bench?: BenchName };
 
 const SPECS = {
   // pingpong
-  count: { default: "5000", help: "round trips per variant", bench: "pingpong" },
-  size: { default: "128", help: "request payload bytes", bench: "pingpong" },
+  count: { default: "5000", help: "round trips per variant (pingpong, auth)" },
+  size: { default: "128", help: "request payload bytes (pingpong, auth)" },
   concurrency: { default: "1", help: "requesters running at once (each sequential)", bench: "pingpong" },
-  warmup: { default: "500", help: "round trips before measuring (not counted)", bench: "pingpong" },
+  warmup: { default: "500", help: "round trips before measuring, not counted (pingpong, auth)" },
   "p95-ms": { default: "15", help: "gate: host p95 must be below this many ms", bench: "pingpong" },
   // throughput
   messages: { default: "50000", help: "messages pre-published and drained per variant", bench: "throughput" },
@@ -77,7 +77,7 @@ export const envName = (name: string) => `BENCH_${name.toUpperCase().replace(/-/
 
 export function usage(): string {
   const lines = [
-    "Usage: npm run bench -- [pingpong] [throughput] [latency] [bids] [faults-pg] [--gate] [options]",
+    "Usage: npm run bench -- [pingpong] [throughput] [latency] [bids] [auth] [faults-pg] [--gate] [options]",
     "",
     `No names runs all but ${OPT_IN.join(", ")} (run only when named). --gate exits 1 when a target is missed.`,
     "",

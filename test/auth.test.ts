@@ -201,6 +201,18 @@ describe("agents' credentials on a real nats-server with authentication", () => 
     assert.match(readFileSync(nats.auth!.credsFile("admin"), "utf8"), /BEGIN NATS USER JWT/);
   });
 
+  it("signs with node's Ed25519 exactly as the nkeys library does (auth/keys.ts)", async () => {
+    const { createAccount, createUser } = await import("@nats-io/nkeys");
+    const { fastKeyPair } = await import("../auth/keys.ts");
+    for (const kp of [createUser(), createAccount()]) {
+      const fast = fastKeyPair(new TextDecoder().decode(kp.getSeed()));
+      assert.equal(fast.getPublicKey(), kp.getPublicKey());
+      const data = new TextEncoder().encode("a nonce");
+      assert.deepEqual(Buffer.from(fast.sign(data)), Buffer.from(kp.sign(data)));
+      assert.ok(kp.verify(data, fast.sign(data)));
+    }
+  });
+
   it("writes exactly the documented rules into an agent's JWT", () => {
     const p = agentPermissions("alice");
     assert.deepEqual(p.pub?.allow, AGENT_RULES.publish.map((r) => r.subject.replaceAll("<id>", "alice")));
