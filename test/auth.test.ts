@@ -6,7 +6,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { startTestNats, suiteScope, type TestNats } from "../testing/nats.ts";
-import { AGENT_RULES, agentPermissions } from "../auth/permissions.ts";
+import { AGENT_RULES, agentPermissions, permissionTable } from "../auth/permissions.ts";
 
 // The server enforces who may do what (auth/permissions.ts): every forbidden action below is
 // refused by a real nats-server 2.9 with the project's JWT authentication, and every action an
@@ -211,6 +211,13 @@ describe("agents' credentials on a real nats-server with authentication", () => 
       assert.deepEqual(Buffer.from(fast.sign(data)), Buffer.from(kp.sign(data)));
       assert.ok(kp.verify(data, fast.sign(data)));
     }
+  });
+
+  it("docs/security.md's permission table is the code's", () => {
+    const doc = readFileSync(new URL("../docs/security.md", import.meta.url), "utf8");
+    const m = /<!-- permission-table:start -->\n([\s\S]*?)<!-- permission-table:end -->/.exec(doc);
+    assert.ok(m, "docs/security.md has no permission table markers");
+    assert.equal(m[1], permissionTable());
   });
 
   it("writes exactly the documented rules into an agent's JWT", () => {
