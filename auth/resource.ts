@@ -8,17 +8,27 @@ import { AUTH_DIR, Authority, type AgentCredentials } from "./authority.ts";
 // authentication has nothing to issue or revoke; one whose server has authentication but that holds
 // no keys says so on each use (the message names the folder), without stopping the other functions.
 
+/** How long an agent's credentials outlive the window it paid for: time to report and disconnect. */
+export const CREDENTIALS_GRACE_MS = 30_000;
+
+/** When credentials for window `windowId` (`floor(t / windowMs)`, economy/runtime.ts) expire. */
+export function windowCredentialsExpiry(windowId: number, windowMs: number, graceMs = CREDENTIALS_GRACE_MS): Date {
+  return new Date((windowId + 1) * windowMs + graceMs);
+}
+
 export class Credentials {
   readonly #authority: Authority | undefined;
   readonly #why: string;
   readonly #servers: () => string;
+  readonly #windowMs: number;
   readonly authRequired: boolean;
 
-  constructor(opts: { authority?: Authority; why?: string; authRequired: boolean; servers: () => string }) {
+  constructor(opts: { authority?: Authority; why?: string; authRequired: boolean; servers: () => string; windowMs: number }) {
     this.#authority = opts.authority;
     this.#why = opts.why ?? "";
     this.authRequired = opts.authRequired;
     this.#servers = opts.servers;
+    this.#windowMs = opts.windowMs;
   }
 
   #need(): Authority {
@@ -31,6 +41,11 @@ export class Credentials {
     return this.#need().agentCredentials(agentId, expiresAt);
   }
 
+  /** Credentials for the execution `agentId` paid for in window `windowId`: until its end plus the grace. */
+  issueForWindow(agentId: string, windowId: number): Promise<AgentCredentials> {
+    return this.issue(agentId, windowCredentialsExpiry(windowId, this.#windowMs));
+  }
+
   /** Revokes every credential of these agents on the host's server; the ones not revoked before. */
   async revoke(agentIds: readonly string[]): Promise<string[]> {
     if (!this.authRequired) return [];
@@ -41,16 +56,17 @@ export class Credentials {
 export const credentials = defineResource({
   name: "credentials",
   async setup(ctx): Promise<Credentials> {
+    const settings = settingsOf(ctx.settings);
     const authRequired = ctx.nc.info?.auth_required === true;
     // revocations go to the server this host is connected to now
-    const servers = () => `nats://${ctx.nc.getServer()}`;
-    if (!authRequired) return new Credentials({ authRequired, servers });
-    const dir = settingsOf(ctx.settings).nats.authDir ?? AUTH_DIR;
+    const base = { authRequired, servers: () => `nats://${ctx.nc.getServer()}`, windowMs: settings.economy.windowMs };
+    if (!authRequired) return new Credentials(base);
+    const dir = settings.nats.authDir ?? AUTH_DIR;
     try {
-      return new Credentials({ authority: await Authority.open(dir), authRequired, servers });
+      return new Credentials({ ...base, authority: await Authority.open(dir) });
     } catch (err) {
       warn(ctx.log, dir, err);
-      return new Credentials({ authRequired, servers, why: (err as Error).message });
+      return new Credentials({ ...base, why: (err as Error).message });
     }
   },
 });

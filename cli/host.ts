@@ -8,6 +8,7 @@ import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type JetStreamM
 import type { HostConfig } from "../host/config.ts";
 import { AUTH_DIR, describeNats, explainConnectError, loadConfigFile, natsConnectOptions, NATS_URL_FILE, DEFAULT_NATS_URL, resolveNats, serversOf, type NatsRole, type ResolvedNats } from "../host/configFile.ts";
 import { Authority } from "../auth/authority.ts";
+import { windowCredentialsExpiry } from "../auth/resource.ts";
 import { getDeadLetter, listDeadLetters, purgeDeadLetters, replayDeadLetter, type DeadLetter } from "../host/deadLetter.ts";
 import { auditVerifyCommand, DEFAULT_AUDIT_STREAM } from "../host/audit.ts";
 import { coerceError, ErrorCode, HostError, UsageError } from "../host/errors.ts";
@@ -473,7 +474,7 @@ async function auth(sub: string | undefined, ids: string[], flags: Flags, settin
   if (sub === "agent") {
     if (ids.length !== 1) throw new UsageError("auth agent needs one agent id");
     const windowMs = settings.economy.windowMs;
-    const expiresAt = flags.ttl !== undefined ? new Date(Date.now() + intFlag(flags.ttl, "ttl", 0, 1000)) : new Date((Math.floor(Date.now() / windowMs) + 1) * windowMs + 30_000);
+    const expiresAt = flags.ttl !== undefined ? new Date(Date.now() + intFlag(flags.ttl, "ttl", 0, 1000)) : windowCredentialsExpiry(Math.floor(Date.now() / windowMs), windowMs);
     const c = await authority.agentCredentials(ids[0]!, expiresAt);
     if (flags.out) {
       writeFileSync(flags.out, c.creds, { mode: 0o600 });

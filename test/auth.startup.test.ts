@@ -1,6 +1,8 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { decode } from "@nats-io/jwt";
+import { windowCredentialsExpiry } from "../auth/resource.ts";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Authority, AuthErrorCode } from "../auth/authority.ts";
@@ -84,6 +86,27 @@ describe("authentication at start-up", () => {
     const ok = await runCli(["status", "--config", FIXTURE_CONFIG], { NATS_URL: nats.url, NATS_CREDS: nats.auth!.credsFile("admin") });
     assert.equal(ok.code, 0, ok.stderr);
     assert.ok(readFileSync(nats.auth!.credsFile("admin"), "utf8").length > 0);
+  });
+
+  it("host auth init, then auth agent: credentials (0600) until the end of the current window plus the grace, that the server takes", async () => {
+    const cwd = folder();
+    const init = await runCli(["auth", "init"], {}, { cwd });
+    assert.equal(init.code, 0, init.stderr);
+    assert.match(init.stdout, /\.data\/auth: operator O[A-Z0-9]+, account A[A-Z0-9]+/);
+    const out = join(cwd, "zed.creds");
+    const t = Date.now();
+    const r = await runCli(["auth", "agent", "zed", "--out", out], { ECONOMY_WINDOW_MS: "60000" }, { cwd });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(statSync(out).mode & 0o777, 0o600);
+    const jwt = /-----BEGIN NATS USER JWT-----\n(.+)\n/.exec(readFileSync(out, "utf8"))![1]!;
+    const claims = decode<{ pub: { allow: string[] } }>(jwt);
+    assert.equal(claims.exp, windowCredentialsExpiry(Math.floor(t / 60_000), 60_000).getTime() / 1000);
+    assert.equal(claims.name, "agent:zed");
+    assert.ok(claims.nats.pub?.allow?.includes("market.bid.zed"));
+    assert.match(r.stderr, /agent zed \(U[A-Z0-9]+\), valid until .*, inbox prefix _INBOX\.zed/);
+    const bad = await runCli(["auth", "agent", "a.b"], {}, { cwd });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /invalid subject.*agent id "a\.b"/);
   });
 
   it("host start with refused credentials exits at once with the reason, rather than retrying forever", async () => {

@@ -154,4 +154,22 @@ export default defineFunction({ trigger: { type: "request", subject: "dev.uses" 
     // the local server went down with it
     await assert.rejects(connect({ servers: url, reconnect: false, timeout: 1000 }));
   });
+
+  it("--no-auth runs the local server without authentication, and says so loudly", async () => {
+    const cwd = mkdtempSync(join(tmpdir(), "syntropism-stack-"));
+    made.push(cwd);
+    const dir = tmpFunctions();
+    writeFileSync(join(dir, "hello.ts"), functionFile("open.hello", "open"));
+    const dev = startCli(hooks, ["dev", "--no-auth", "--config", FIXTURE_CONFIG, "--functions", dir], { NATS_URL: "", LOG_LEVEL: "info" }, { cwd });
+    const url = await waitFor("printed NATS URL", () => /NATS\s+(nats:\/\/[\d.]+:\d+)/.exec(dev.output())?.[1], 30_000);
+    assert.match(dev.output(), /AUTHENTICATION IS OFF \(--no-auth\)/);
+    assert.equal(existsSync(join(cwd, ".data", "auth")), false, "no identities are created");
+    const nc = await connect({ servers: url });
+    try {
+      assert.equal((await nc.request("open.hello", "", { timeout: 2000 })).json<{ reply: string }>().reply, "open");
+    } finally {
+      await nc.close();
+    }
+    assert.equal((await dev.stop("SIGINT")).code, 0);
+  });
 });
