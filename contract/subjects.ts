@@ -2,7 +2,7 @@ import { ErrorCode, HostError } from "../host/errors.ts";
 
 // The subject taxonomy: `<domain>.<entity>.<action>[.<qualifier>]`, e.g. `agent.genesis_001.bid_placed`,
 // `mcp.request.web_search`, `trace.agent.genesis_001.span_completed`. The seeds also use a short
-// form `<domain>.<action>` for domain-wide subjects (`llm.invoke`, `market.price_update`), so two
+// form `<domain>.<action>` for domain-wide subjects (`market.prices`, `market.price_update`), so two
 // tokens are enough; the roles are positional. docs/messaging.md is the reference.
 //
 // Tokens use a narrower alphabet than NATS demands (`[A-Za-z0-9_-]`): such subjects are safe in
@@ -129,8 +129,8 @@ export const Subjects = {
   marketPrices: () => "market.prices" as const,
   /** Balance of one agent (request-reply): `economic.balance.<agent_id>`. */
   economicBalance: (agentId: string) => `economic.balance.${subjectToken(agentId, "agent id")}` as const,
-  /** LLM calls, which enforce the spend cap (request-reply). */
-  llmInvoke: () => "llm.invoke" as const,
+  /** LLM calls, which enforce the spend cap (request-reply): `llm.invoke.<agent_id>`, the sender in the subject. */
+  llmInvoke: (agentId: string) => `llm.invoke.${subjectToken(agentId, "agent id")}` as const,
   /**
    * Tool calls through the MCP gateway (a work queue): `mcp.request.<tool>.<agent_id>`, the sender
    * last (an agent may publish only subjects with its own id, and pays for its own requests only);

@@ -362,7 +362,7 @@ describe("subjects", () => {
       [Subjects.marketBid("agent_1"), "market.bid.agent_1"],
       [Subjects.marketPriceUpdate(), "market.price_update"],
       [Subjects.economicBalance("agent_1"), "economic.balance.agent_1"],
-      [Subjects.llmInvoke(), "llm.invoke"],
+      [Subjects.llmInvoke("agent_1"), "llm.invoke.agent_1"],
       [Subjects.mcpRequest("web_search"), "mcp.request.web_search"],
       [Subjects.mcpRequest("web_search", "agent_1"), "mcp.request.web_search.agent_1"],
       [Subjects.marketPrices(), "market.prices"],
