@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { startTestNats, suiteScope, type TestNats } from "../testing/nats.ts";
+import { startRestartableNats, startTestNats, suiteScope, type TestNats } from "../testing/nats.ts";
 import { AGENT_RULES, agentPermissions, permissionTable } from "../auth/permissions.ts";
 
 // The server enforces who may do what (auth/permissions.ts): every forbidden action below is
@@ -226,5 +226,19 @@ describe("agents' credentials on a real nats-server with authentication", () => 
     assert.deepEqual(p.sub?.allow, AGENT_RULES.subscribe.map((r) => r.subject.replaceAll("<id>", "alice")));
     assert.throws(() => agentPermissions("a.b"), /invalid subject/);
     assert.throws(() => agentPermissions(">"), /invalid subject/);
+  });
+});
+
+describe("revocations survive a server killed -9 and restarted", () => {
+  const scope = suiteScope(after);
+
+  it("a revoked agent is still refused after the restart; others connect", async () => {
+    const nats = await startRestartableNats(scope, { auth: true });
+    await nats.auth!.authority.revokeAgents(nats.url, ["gone"]);
+    await nats.kill();
+    await nats.restart();
+    await assert.rejects(nats.auth!.connect({ agent: "gone" }, { reconnect: false }), /Authorization Violation|Revoked/);
+    const kept = await nats.auth!.connect({ agent: "kept" }, { reconnect: false });
+    assert.equal(kept.isClosed(), false);
   });
 });

@@ -49,13 +49,13 @@ describe("faults: 10,000 malformed messages across every trigger", () => {
   let nats: TestNats;
   let db: TestDatabase;
   before(async () => {
-    nats = await startTestNats(hooks);
+    nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
   });
 
   it("dead-letters each with its reason, answers malformed requests with errors, processes the valid traffic, and every loop keeps running", async () => {
     const agents = await seedAgents(db.sql, "mf", 10);
-    const { host, env } = await startEconomyHost(hooks, { natsUrl: nats.url, databaseUrl: db.url, workers: 2 });
+    const { host, env } = await startEconomyHost(hooks, { natsUrl: nats.url, auth: nats.auth, databaseUrl: db.url, workers: 2 });
 
     // malformed publishes and valid bids at the same time
     const bad = (async () => {

@@ -18,13 +18,13 @@ describe("faults: nats-server killed -9 and restarted mid-run", () => {
   let nats: RestartableNats;
   let db: TestDatabase;
   before(async () => {
-    nats = await startRestartableNats(hooks);
+    nats = await startRestartableNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
   });
 
   it(`${BIDS} bids: no acknowledged bid lost, processing resumes after the restart`, async () => {
     const agents = await seedAgents(db.sql, "nk", 50);
-    const { host } = await startEconomyHost(hooks, { natsUrl: nats.url, databaseUrl: db.url, workers: 3 });
+    const { host } = await startEconomyHost(hooks, { natsUrl: nats.url, auth: nats.auth, databaseUrl: db.url, workers: 3 });
 
     let restartedAt = 0;
     let outage: Promise<void> | undefined;

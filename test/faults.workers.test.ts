@@ -15,13 +15,13 @@ describe("faults: a worker SIGKILLed every second", () => {
   let nats: TestNats;
   let db: TestDatabase;
   before(async () => {
-    nats = await startTestNats(hooks);
+    nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
   });
 
   it(`${BIDS} bids: every acknowledged bid in the ledger once, none dead-lettered, each event on AUDIT once`, async () => {
     const agents = await seedAgents(db.sql, "wk", 50);
-    const { host } = await startEconomyHost(hooks, { natsUrl: nats.url, databaseUrl: db.url, workers: 3 });
+    const { host } = await startEconomyHost(hooks, { natsUrl: nats.url, auth: nats.auth, databaseUrl: db.url, workers: 3 });
 
     // the killer: once a second, the newest ready worker that is still alive
     let kills = 0;

@@ -4,6 +4,7 @@ import { mint, openAccount } from "../economy/ledger.ts";
 import type { Sql } from "../economy/db.ts";
 import { runCli, startCli, type CliProcess } from "./cli.ts";
 import { waitFor } from "./wait.ts";
+import type { TestAuth } from "./nats.ts";
 
 // What the fault tests and the fault benchmarks (bench/faults-pg.ts) share: agents rich enough that
 // every bid they send is accepted (so that a bid in the dead-letter stream can only be the host's
@@ -28,12 +29,14 @@ export async function seedAgents(sql: Sql, prefix: string, n: number): Promise<s
  */
 export async function startEconomyHost(
   hooks: { after: (fn: () => Promise<void>) => void },
-  opts: { natsUrl: string; databaseUrl: string; workers: number },
+  opts: { natsUrl: string; databaseUrl: string; workers: number; auth?: Pick<TestAuth, "credsFile"> },
 ): Promise<{ host: CliProcess; env: Record<string, string> }> {
-  const env = { NATS_URL: opts.natsUrl, DATABASE_URL: opts.databaseUrl, ECONOMY_WINDOW_MS: "2000", LOG_LEVEL: "info" };
+  // on a server with authentication: the CLI as the operator, the workers as the service
+  const creds = (role: "admin" | "service"): Record<string, string> => (opts.auth ? { NATS_CREDS: opts.auth.credsFile(role) } : {});
+  const env: Record<string, string> = { NATS_URL: opts.natsUrl, DATABASE_URL: opts.databaseUrl, ECONOMY_WINDOW_MS: "2000", LOG_LEVEL: "info", ...creds("admin") };
   const applied = await runCli(["streams", "apply"], env);
   if (applied.code !== 0) throw new Error(`host streams apply exited ${applied.code}:\n${applied.stderr}`);
-  const host = startCli(hooks, ["start", "--workers", String(opts.workers)], env);
+  const host = startCli(hooks, ["start", "--workers", String(opts.workers)], { ...env, ...creds("service") });
   await host.waitForLog("ready", (l) => l.msg === "all workers ready", 60_000);
   return { host, env };
 }

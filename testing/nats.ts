@@ -113,13 +113,19 @@ export type RestartableNats = TestNats & {
   output(): string;
 };
 
-export async function startRestartableNats(t: Hooks, opts: { args?: string[] } = {}): Promise<RestartableNats> {
+export async function startRestartableNats(t: Hooks, opts: { args?: string[]; auth?: boolean } = {}): Promise<RestartableNats> {
   const dir = mkdtempSync(join(tmpdir(), "syntropism-nats-"));
-  const start = (port: number) => startNatsServer({ storeDir: join(dir, "js"), portsDir: dir, port, args: opts.args });
+  const opened: NatsConnection[] = [];
+  let url = "";
+  const auth = opts.auth ? await testAuth(dir, () => url, (c) => opened.push(c)) : undefined;
+  const args = [...(opts.args ?? []), ...(auth ? ["-c", auth.authority.serverConfigFile()] : [])];
+  const start = (port: number) => startNatsServer({ storeDir: join(dir, "js"), portsDir: dir, port, args });
   let server = await start(-1);
   const port = server.port;
-  const nc = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  url = server.url;
+  const nc = await connect({ servers: server.url, maxReconnectAttempts: -1, reconnectTimeWait: 250, ...(auth ? auth.options("admin") : {}) });
   t.after(async () => {
+    for (const c of opened) await c.close().catch(() => {});
     await nc.close().catch(() => {});
     server.process.kill("SIGCONT");
     await server.stop();
@@ -137,6 +143,7 @@ export async function startRestartableNats(t: Hooks, opts: { args?: string[] } =
     js: jetstream(nc),
     jsm: await jetstreamManager(nc),
     dir,
+    ...(auth ? { auth } : {}),
     kill: gone,
     async restart() {
       await gone();
