@@ -34,6 +34,8 @@ export const EconomyErrorCode = {
   AgentTerminated: "AGENT_TERMINATED",
   /** A request whose body names another agent than the one in its subject (the sender, whom credentials vouch for). */
   IdentityMismatch: "IDENTITY_MISMATCH",
+  /** A genesis or spawn that names a workspace template agent/templates does not have. */
+  UnknownTemplate: "UNKNOWN_TEMPLATE",
   /** An event that does not match the catalogue: a bug in the function that states it. */
   InvalidEvent: "ECONOMY_INVALID_EVENT",
   Migration: "MIGRATION_FAILED",

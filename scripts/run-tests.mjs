@@ -6,7 +6,8 @@
 // PostgreSQL are killed) each load both cores for a minute or more; two of them side by side starve
 // each other's processes of CPU and measure the machine rather than the recovery. They run after
 // the rest, one at a time; everything else runs two files at a time.
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawn } from "node:child_process";
 
@@ -34,6 +35,10 @@ function run(list, concurrency) {
   return new Promise((resolve) => child.on("exit", (code, signal) => resolve(code ?? (signal ? 1 : 0))));
 }
 
+// agents' workspaces (made at genesis) go to a temporary folder, not the checkout's .data
+const workspaces = process.env.AGENT_WORKSPACES ? undefined : mkdtempSync(join(tmpdir(), "syntropism-test-workspaces-"));
+if (workspaces) process.env.AGENT_WORKSPACES = workspaces;
 const first = await run(files.filter((f) => !heavy(f)), 2);
 const second = await run(files.filter(heavy), 1);
+if (workspaces) rmSync(workspaces, { recursive: true, force: true });
 process.exit(first || second);

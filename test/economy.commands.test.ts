@@ -1,6 +1,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { loadConfigFile } from "../host/configFile.ts";
 import { listDeadLetters, type DeadLetter } from "../host/deadLetter.ts";
 import { loadSettings } from "../config/settings.ts";
@@ -28,7 +29,7 @@ describe("economy commands refuse at once, with their code", () => {
     nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
     const config = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
-    const settings = loadSettings({ DATABASE_URL: db.url, ECONOMY_WINDOW_MS: "500", LOG_LEVEL: "error" });
+    const settings = loadSettings({ AGENT_WORKSPACES: process.env.AGENT_WORKSPACES, DATABASE_URL: db.url, ECONOMY_WINDOW_MS: "500", LOG_LEVEL: "error" });
     await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config, settings });
     for (const agent of ["cma", "cmb"]) await nats.js.publish("admin.genesis", enc({ agent_id: agent, credits: 100 }));
     await waitFor("agents funded", async () => ((await nats.nc.request("economic.balance.cmb", "", { timeout: 5000 })).json<{ balance?: number }>().balance === 100 ? true : undefined));
@@ -54,6 +55,8 @@ describe("economy commands refuse at once, with their code", () => {
     ["prompt of an unknown agent", "agent.ghost.prompt", { question: "hello?" }, "UNKNOWN_AGENT", /ghost/],
     ["message to an unknown agent", "agent.cma.message", { to: "ghost", body: "hi" }, "UNKNOWN_AGENT", /ghost/],
     ["bid below the market price", "market.bid.cma", { resource: "cpu", quantity: 1, price: 0.00001 }, "BELOW_MARKET_PRICE", /below the market price/],
+    ["genesis from a template that does not exist", "admin.genesis", { agent_id: "tmpl", credits: 1, template: "nope" }, "UNKNOWN_TEMPLATE", /no workspace template nope/],
+    ["spawn from a template that does not exist", "economic.spawn.cma", { child_id: "tmplc", credits: 1, template: "nope" }, "UNKNOWN_TEMPLATE", /no workspace template nope/],
     ["bid beyond the balance", "market.bid.cma", { resource: "attention", quantity: 1, price: 500 }, "INSUFFICIENT_FUNDS", /bid of 500 credits; 100 available/],
   ];
   for (const [what, subject, body, code, message] of cases) {
@@ -65,6 +68,15 @@ describe("economy commands refuse at once, with their code", () => {
       assert.doesNotMatch(d.error?.message ?? "", /micro-credits/, "amounts are stated in credits");
     });
   }
+
+  it("genesis and spawn make the agent's workspace from its template, and record it", async () => {
+    const root = process.env.AGENT_WORKSPACES!;
+    assert.ok(existsSync(join(root, "cma", "README.md")), "the default template was copied");
+    await nats.js.publish("economic.spawn.cma", enc({ child_id: "cmkid", credits: 1 }));
+    await waitFor("the child's workspace", async () => (existsSync(join(root, "cmkid", "README.md")) ? true : undefined));
+    const rows = await db.sql<{ agent_id: string; path: string; template: string }[]>`SELECT agent_id, path, template FROM workspaces WHERE agent_id IN ('cma', 'cmkid') ORDER BY agent_id`;
+    assert.deepEqual(rows.map((r) => [r.agent_id, r.path, r.template]), [["cma", "cma", "default"], ["cmkid", "cmkid", "default"]]);
+  });
 
   it("free text past its limit, or with NUL, is refused before anything is written", async () => {
     const memo = await refused("economic.transfer.cma", { to: "cmb", amount: 1, memo: "x".repeat(900_000) });

@@ -36,7 +36,7 @@ describe("terminating an agent", () => {
     nats = await startTestNats(hooks, { auth: true });
     db = await startTestDatabase(hooks);
     const config = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
-    const settings = loadSettings({ DATABASE_URL: db.url, ECONOMY_WINDOW_MS: String(WINDOW_MS), LOG_LEVEL: "error", NATS_AUTH_DIR: nats.auth!.authority.dir });
+    const settings = loadSettings({ AGENT_WORKSPACES: process.env.AGENT_WORKSPACES, DATABASE_URL: db.url, ECONOMY_WINDOW_MS: String(WINDOW_MS), LOG_LEVEL: "error", NATS_AUTH_DIR: nats.auth!.authority.dir });
     await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config, settings });
     for (const agent of ["tra", "trb", "trc"]) await nats.js.publish("admin.genesis", enc({ agent_id: agent, credits: 100 }));
     await waitFor("agents funded", async () => ((await balance("trc").catch(() => null))?.balance === 100 ? true : undefined));

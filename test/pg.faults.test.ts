@@ -30,7 +30,7 @@ describe("faults: PostgreSQL restarted, connections dropped, 30 s outage", () =>
   });
 
   it("a first connection while the database is down fails as a connection error, and connects once it is back", async (t) => {
-    const economy = new Economy(loadSettings({ DATABASE_URL: pg.url }).economy, { kv: (b) => new Kvm(nats.nc).open(b), log: createLogger({ level: "error" }) });
+    const economy = new Economy(loadSettings({ AGENT_WORKSPACES: process.env.AGENT_WORKSPACES, DATABASE_URL: pg.url }).economy, { kv: (b) => new Kvm(nats.nc).open(b), log: createLogger({ level: "error" }) });
     t.after(() => economy.close());
     await pg.stop();
     const first = economy.database();
