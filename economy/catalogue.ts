@@ -94,6 +94,34 @@ export const EVENTS = {
       duration_ms: v.pipe(v.number(), v.minValue(0)),
     }),
   },
+  execution_started: {
+    subject: "system.execution_started",
+    description: "the orchestrator launched an agent for the window it paid for, in a sandbox with the limits it won (sandbox docker, or process: unsandboxed, dev only)",
+    schema: v.object({
+      execution_id: v.string(),
+      agent_id: id,
+      window_id: v.number(),
+      sandbox: v.picklist(["docker", "process"]),
+      container_id: v.string(),
+      limits: v.object({ memory_mib: v.number(), cpu_millicores: v.number(), pids: v.number() }),
+      ends_at: v.string(),
+    }),
+  },
+  execution_finished: {
+    subject: "system.execution_finished",
+    description: "an agent's run ended: succeeded (exit 0), failed (a non-zero exit, or the sandbox could not run it) or killed (OOM, or still running at the end of its window: TIMEOUT)",
+    schema: v.object({
+      execution_id: v.string(),
+      agent_id: id,
+      window_id: v.number(),
+      status: v.picklist(["succeeded", "failed", "killed"]),
+      reason: v.string(),
+      exit_code: v.nullable(v.number()),
+      cpu_ms: v.nullable(v.number()),
+      memory_peak_mb: v.nullable(v.number()),
+      duration_ms: v.nullable(v.number()),
+    }),
+  },
 } as const;
 
 export type EventType = keyof typeof EVENTS;

@@ -91,9 +91,12 @@ describe("economy commands refuse at once, with their code", () => {
   });
 
   it("open prompts are listed with their context, oldest first; an answered one is not", async () => {
-    await nats.js.publish("agent.cma.prompt", enc({ question: "A or B?", context: { plans: ["A", "B"] } }), { msgID: "prompt-1" });
-    await nats.js.publish("agent.cmb.prompt", enc({ question: "Now?" }), { msgID: "prompt-2" });
     type Open = { prompts: { prompt_id: string; agent_id: string; question: string; context: unknown }[] };
+    await nats.js.publish("agent.cma.prompt", enc({ question: "A or B?", context: { plans: ["A", "B"] } }), { msgID: "prompt-1" });
+    // the second after the first is recorded: one function handles several messages at once, so two
+    // published back to back may be recorded in either order
+    await waitFor("the first prompt open", async () => ((await nats.nc.request("admin.prompts.open", "", { timeout: 5000 })).json<Open>().prompts.length === 1 ? true : undefined));
+    await nats.js.publish("agent.cmb.prompt", enc({ question: "Now?" }), { msgID: "prompt-2" });
     const open = await waitFor("both prompts open", async () => {
       const r = (await nats.nc.request("admin.prompts.open", "", { timeout: 5000 })).json<Open>();
       return r.prompts.length === 2 ? r : undefined;
