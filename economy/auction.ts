@@ -106,6 +106,21 @@ export function isRunnable(bundle: Bundle): boolean {
   return (bundle.cpu ?? 0) > 0 && (bundle.memory ?? 0) > 0;
 }
 
+/**
+ * Why `bundle` is no bundle, or null: an object naming at least one resource of the market, each
+ * with a positive whole number of units, and nothing else (a misspelt resource must not leave a
+ * bundle the agent pays for without what it meant to ask).
+ */
+export function bundleProblem(bundle: unknown): string | null {
+  if (typeof bundle !== "object" || bundle === null || Array.isArray(bundle)) return "a bundle is an object of resources and quantities";
+  const entries = Object.entries(bundle);
+  for (const [r, q] of entries) {
+    if (!(RESOURCES as readonly string[]).includes(r)) return `${r} is not a resource (${RESOURCES.join(", ")})`;
+    if (!Number.isSafeInteger(q) || (q as number) <= 0) return `${r}: the quantity must be a positive integer`;
+  }
+  return entries.length ? null : "a bundle names at least one resource";
+}
+
 /** Σ quantity × price per unit over a bundle's components, in exact micro-credits. */
 export function bundleValue(bundle: Bundle, perUnit: Partial<Readonly<Record<Resource, number | bigint>>>): bigint {
   let sum = 0n;
