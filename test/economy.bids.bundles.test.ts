@@ -182,4 +182,16 @@ describe("bundle bids", () => {
     const [tokens] = await db.sql<{ allocated: bigint }[]>`SELECT allocated FROM market_prices WHERE window_id = 3 AND resource = 'tokens'`;
     assert.equal(Number(tokens!.allocated), 50_000, "ann's tokens were not held for her");
   });
+
+  it("an open bundle of an agent terminated behind the functions' back is lost, never burned", async () => {
+    const db = await market({ gone: 10 });
+    const [placed] = await placeBids(db.sql, [req("gone-1", { agentId: "gone", bundle: { cpu: 100, memory: 100 }, price: 1 }, 5)]);
+    assert.equal(placed!.status, "placed");
+    await db.sql`UPDATE agents SET status = 'terminated' WHERE id = 'gone'`;
+    const r = await clearMarketWindow(db.sql, cause("tick-5"), 5);
+    assert.deepEqual([r.winners, r.losers, r.burned], [0, 1, 0]);
+    const [lost] = await db.sql<{ payload: Record<string, unknown> }[]>`SELECT envelope->'payload' AS payload FROM outbox WHERE source_msg_id = 'tick-5' AND envelope->>'type' = 'bid_lost'`;
+    assert.deepEqual([lost!.payload.resource, lost!.payload.reason, lost!.payload.bundle], ["bundle", "AGENT_TERMINATED", { cpu: 100, memory: 100 }]);
+    assert.equal((await db.sql`SELECT 1 FROM resource_bundles`).length, 0);
+  });
 });

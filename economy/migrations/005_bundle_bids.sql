@@ -12,7 +12,7 @@
 -- its bid points at it (bids.bundle_id).
 
 ALTER TABLE bids DROP CONSTRAINT bids_resource_check;
-ALTER TABLE bids ADD CONSTRAINT bids_resource CHECK (resource IN ('cpu', 'memory', 'tokens', 'attention', 'bundle'));
+ALTER TABLE bids ADD CONSTRAINT bids_resource_check CHECK (resource IN ('cpu', 'memory', 'tokens', 'attention', 'bundle'));
 ALTER TABLE bids ADD COLUMN components jsonb;
 ALTER TABLE bids ADD CONSTRAINT bids_bundle CHECK (
   (resource = 'bundle') = (components IS NOT NULL)
