@@ -4,7 +4,7 @@ import { CLEARING_LOCK } from "./clearing.ts";
 import { EconomyError, EconomyErrorCode } from "./errors.ts";
 import { agentAccount, inTransaction, lockAccounts, terminatedAgents } from "./ledger.ts";
 import { formatCredits, toCredits, toMicro } from "./money.ts";
-import type { Resource } from "./auction.ts";
+import { bundleProblem, bundleValue, componentsOf, type Bundle, type Resource } from "./auction.ts";
 
 // Placing bids: checked and recorded under the agents' account locks, so two bids of one agent can
 // never both spend the same credits. An accepted bid reserves its amount until its window clears;
@@ -13,8 +13,21 @@ import type { Resource } from "./auction.ts";
 // Bids are placed in groups ("group commit"): bids arriving together in one worker share one
 // transaction — one lock round, one reservation read, one multi-row insert — and each still gets
 // its own answer, in arrival order. Used by the market.bid work queue and market.execute_trade.
+//
+// A bundle bid (several resources at one price, won all together or not at all: economy/auction.ts)
+// is checked like a single bid — its price against what its components cost at the market's
+// prices, each component against its supply, the whole price against the available credits — and
+// stored as a `bids` row with resource "bundle", quantity 1 and price_per_unit = amount = its
+// price, so that every sum of open bids (reservations, termination, the ledger check) counts it.
 
-export type BidInput = { agentId: string; resource: Resource; quantity: number; price: number; streamSeq?: number };
+export type SingleBidInput = { agentId: string; resource: Resource; quantity: number; price: number; streamSeq?: number };
+/** `price` is credits for the whole bundle. */
+export type BundleBidInput = { agentId: string; bundle: Bundle; price: number; streamSeq?: number };
+export type BidInput = SingleBidInput | BundleBidInput;
+
+function isBundleInput(input: BidInput): input is BundleBidInput {
+  return "bundle" in input && input.bundle !== undefined;
+}
 
 export type RejectReason = "UNKNOWN_AGENT" | "AGENT_TERMINATED" | "INSUFFICIENT_FUNDS" | "BELOW_MARKET_PRICE" | "EXCEEDS_SUPPLY" | "INVALID_BID";
 
@@ -73,7 +86,21 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
     );
 
     const results: BidResult[] = [];
-    const inserts: { i: number; agent: string; windowId: number; resource: string; quantity: number; ppu: bigint; amount: bigint; status: string; reason: string | null; seq: number | null; src: string; corr: string }[] = [];
+    const inserts: {
+      i: number;
+      agent: string;
+      windowId: number;
+      resource: string;
+      quantity: number;
+      ppu: bigint;
+      amount: bigint;
+      components: Bundle | null;
+      status: string;
+      reason: string | null;
+      seq: number | null;
+      src: string;
+      corr: string;
+    }[] = [];
     const events: { i: number; event: EventInput }[] = [];
     const firstOf = new Map<string, number>();
     const repeats: [number, number][] = [];
@@ -96,48 +123,81 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
         return;
       }
       firstOf.set(src, i);
+      const bundle = isBundleInput(input) ? input.bundle : null;
+      // what the row says the bid is for: a resource, or a bundle of one unit at its whole price
+      const resource = bundle ? "bundle" : (input as SingleBidInput).resource;
+      const quantity = bundle ? 1 : (input as SingleBidInput).quantity;
       // a bid's refusal is its own: nothing about one bid may fail the group's transaction (an
       // amount beyond BIGINT would, in the insert; one beyond a double's precision, in its event)
       const reject = (reason: RejectReason, message: string, amount?: bigint, ppu?: bigint) => {
         const credits = amount !== undefined && amount <= MAX_BID_MICRO ? toCredits(amount) : undefined;
         if (credits !== undefined && ppu !== undefined && balances.has(agentAccount(input.agentId))) {
-          inserts.push({ i, agent: input.agentId, windowId, resource: input.resource, quantity: input.quantity, ppu, amount: amount!, status: "rejected", reason, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
+          inserts.push({ i, agent: input.agentId, windowId, resource, quantity, ppu, amount: amount!, components: bundle, status: "rejected", reason, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
         }
-        events.push({ i, event: { type: "bid_rejected", payload: { agent_id: input.agentId, reason, message, resource: input.resource, ...(credits !== undefined ? { amount: credits } : {}) } } });
+        events.push({ i, event: { type: "bid_rejected", payload: { agent_id: input.agentId, reason, message, resource, ...(credits !== undefined ? { amount: credits } : {}) } } });
         results[i] = { status: "rejected", reason, message, duplicate: false };
       };
+      if (bundle) {
+        let amount: bigint;
+        try {
+          amount = toMicro(input.price);
+        } catch (err) {
+          return reject("INVALID_BID", (err as Error).message);
+        }
+        const problem = amount <= 0n ? "the price must be positive" : bundleProblem(bundle);
+        if (problem) return reject("INVALID_BID", problem);
+        if (amount > MAX_BID_MICRO) return reject("INVALID_BID", `the bundle's price is ${formatCredits(amount)} credits, more than a bid can be`);
+        const bal = balances.get(agentAccount(input.agentId));
+        if (bal === undefined) return reject("UNKNOWN_AGENT", `agent ${input.agentId} is not known`);
+        if (terminated.has(input.agentId)) return reject("AGENT_TERMINATED", `agent ${input.agentId} is terminated: it places no bids`);
+        const parts = componentsOf(bundle);
+        const missing = parts.find((r) => !market.has(r));
+        if (missing) return reject("INVALID_BID", `resource ${missing} has no market`, amount, amount);
+        const atPrice = bundleValue(bundle, Object.fromEntries(parts.map((r) => [r, BigInt(market.get(r)!.price)])));
+        if (amount < atPrice) return reject("BELOW_MARKET_PRICE", `bundle price ${input.price} is below what its resources cost at the market's prices, ${formatCredits(atPrice)}`, amount, amount);
+        const beyond = parts.find((r) => BigInt(bundle[r]!) > BigInt(market.get(r)!.supply));
+        if (beyond) return reject("EXCEEDS_SUPPLY", `${bundle[beyond]} units of ${beyond} asked; the window's supply is ${market.get(beyond)!.supply}`, amount, amount);
+        const held = reserved.get(input.agentId) ?? 0n;
+        if (bal - held < amount) return reject("INSUFFICIENT_FUNDS", `bid of ${formatCredits(amount)} credits; ${formatCredits(bal - held)} available`, amount, amount);
+        reserved.set(input.agentId, held + amount);
+        inserts.push({ i, agent: input.agentId, windowId, resource, quantity, ppu: amount, amount, components: bundle, status: "open", reason: null, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
+        return;
+      }
+      const single = input as SingleBidInput;
       let ppu: bigint;
       try {
         ppu = toMicro(input.price);
       } catch (err) {
         return reject("INVALID_BID", (err as Error).message);
       }
-      if (ppu <= 0n || !Number.isSafeInteger(input.quantity) || input.quantity <= 0) return reject("INVALID_BID", "quantity must be a positive integer and price positive");
-      const amount = ppu * BigInt(input.quantity);
+      if (ppu <= 0n || !Number.isSafeInteger(single.quantity) || single.quantity <= 0) return reject("INVALID_BID", "quantity must be a positive integer and price positive");
+      const amount = ppu * BigInt(single.quantity);
       if (amount > MAX_BID_MICRO) return reject("INVALID_BID", `quantity × price is ${formatCredits(amount)} credits, more than a bid can be`);
       const bal = balances.get(agentAccount(input.agentId));
       if (bal === undefined) return reject("UNKNOWN_AGENT", `agent ${input.agentId} is not known`);
       // no row: a terminated agent's refused bid is known by its event, like an unknown agent's
       if (terminated.has(input.agentId)) return reject("AGENT_TERMINATED", `agent ${input.agentId} is terminated: it places no bids`);
-      const m = market.get(input.resource);
-      if (!m) return reject("INVALID_BID", `resource ${input.resource} has no market`, amount, ppu);
+      const m = market.get(single.resource);
+      if (!m) return reject("INVALID_BID", `resource ${single.resource} has no market`, amount, ppu);
       if (ppu < BigInt(m.price)) return reject("BELOW_MARKET_PRICE", `bid ${input.price} per unit is below the market price ${formatCredits(m.price)}`, amount, ppu);
-      if (BigInt(input.quantity) > BigInt(m.supply)) return reject("EXCEEDS_SUPPLY", `${input.quantity} units asked; the window's supply is ${m.supply}`, amount, ppu);
+      if (BigInt(single.quantity) > BigInt(m.supply)) return reject("EXCEEDS_SUPPLY", `${single.quantity} units asked; the window's supply is ${m.supply}`, amount, ppu);
       const held = reserved.get(input.agentId) ?? 0n;
       if (bal - held < amount) return reject("INSUFFICIENT_FUNDS", `bid of ${formatCredits(amount)} credits; ${formatCredits(bal - held)} available`, amount, ppu);
       reserved.set(input.agentId, held + amount);
-      inserts.push({ i, agent: input.agentId, windowId, resource: input.resource, quantity: input.quantity, ppu, amount, status: "open", reason: null, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
+      inserts.push({ i, agent: input.agentId, windowId, resource, quantity, ppu, amount, components: null, status: "open", reason: null, seq: input.streamSeq ?? null, src, corr: cause.correlationId });
     });
 
     if (inserts.length) {
       const rows = await tx<{ id: bigint; source_msg_id: string }[]>`
-        INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, status, reason, stream_seq, source_msg_id, correlation_id, settled_at)
-        SELECT * FROM unnest(
+        INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, status, reason, stream_seq, source_msg_id, correlation_id, settled_at, components)
+        SELECT agent_id, window_id, resource, quantity, ppu, amount, status, reason, seq, src, corr, settled, components::jsonb FROM unnest(
           ${inserts.map((x) => x.agent)}::text[], ${inserts.map((x) => x.windowId)}::bigint[], ${inserts.map((x) => x.resource)}::text[],
           ${inserts.map((x) => x.quantity)}::bigint[], ${inserts.map((x) => x.ppu.toString())}::bigint[], ${inserts.map((x) => x.amount.toString())}::bigint[],
           ${inserts.map((x) => x.status)}::text[], ${inserts.map((x) => x.reason)}::text[], ${inserts.map((x) => x.seq)}::bigint[],
           ${inserts.map((x) => x.src)}::text[], ${inserts.map((x) => x.corr)}::text[],
-          ${inserts.map((x) => (x.status === "open" ? null : new Date().toISOString()))}::timestamptz[])
+          ${inserts.map((x) => (x.status === "open" ? null : new Date().toISOString()))}::timestamptz[],
+          ${inserts.map((x) => (x.components ? JSON.stringify(x.components) : null))}::text[])
+          AS t(agent_id, window_id, resource, quantity, ppu, amount, status, reason, seq, src, corr, settled, components)
         ON CONFLICT (source_msg_id) DO NOTHING
         RETURNING id, source_msg_id`;
       const idOf = new Map(rows.map((r) => [r.source_msg_id, String(r.id)]));
@@ -161,7 +221,10 @@ export async function placeBids(sql: Sql, requests: BidRequest[], recorded?: Rec
         results[x.i] = { status: "placed", bidId, windowId, amount: toCredits(x.amount), duplicate: false, balance: toCredits(bal), reserved: toCredits(reserved.get(x.agent) ?? 0n) };
         events.push({
           i: x.i,
-          event: { type: "bid_placed", payload: { bid_id: bidId, agent_id: x.agent, window_id: windowId, resource: input.resource, quantity: input.quantity, price: input.price, amount: toCredits(x.amount) } },
+          event: {
+            type: "bid_placed",
+            payload: { bid_id: bidId, agent_id: x.agent, window_id: windowId, resource: x.resource as Resource | "bundle", quantity: x.quantity, price: input.price, amount: toCredits(x.amount), ...(x.components ? { bundle: x.components } : {}) },
+          },
         });
       }
     }

@@ -8,6 +8,13 @@ import * as v from "valibot";
 const id = v.pipe(v.string(), v.minLength(1));
 const credits = v.pipe(v.number(), v.finite(), v.minValue(0));
 const resource = v.picklist(["cpu", "memory", "tokens", "attention"]);
+/** What a bid is for: a resource, or a bundle of them (its components in `bundle`). */
+const bidResource = v.picklist(["cpu", "memory", "tokens", "attention", "bundle"]);
+const units = v.pipe(v.number(), v.integer(), v.minValue(0));
+/** A bundle's components in the market's names and units (cpu millicores, memory MiB, tokens, attention prompts); absent = none. */
+const bundle = v.object({ cpu: v.optional(units), memory: v.optional(units), tokens: v.optional(units), attention: v.optional(units) });
+/** Milliseconds since the epoch. */
+const instant = v.pipe(v.number(), v.integer(), v.minValue(0));
 
 export const EVENTS = {
   agent_spawned: {
@@ -37,8 +44,8 @@ export const EVENTS = {
   },
   bid_placed: {
     subject: "market.bid_placed",
-    description: "a bid was accepted into a window's auction; its amount is reserved",
-    schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource, quantity: v.number(), price: credits, amount: credits }),
+    description: "a bid was accepted into a window's auction; its amount is reserved. A bundle bid has resource \"bundle\", quantity 1, price = amount = the whole bundle's price, and its components in `bundle`",
+    schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource: bidResource, quantity: v.number(), price: credits, amount: credits, bundle: v.optional(bundle) }),
   },
   bid_rejected: {
     subject: "market.bid_rejected",
@@ -52,8 +59,29 @@ export const EVENTS = {
   },
   bid_lost: {
     subject: "market.bid_lost",
-    description: "a bid did not win (OUTBID, EXCEEDS_SUPPLY, BELOW_RESERVE), or was released when its agent was terminated (AGENT_TERMINATED); nothing was charged",
-    schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource, reason: v.string() }),
+    description: "a bid did not win (OUTBID, EXCEEDS_SUPPLY, BELOW_RESERVE), or was released when its agent was terminated (AGENT_TERMINATED); nothing was charged. A bundle's names its components (`bundle`) and those that did not fit (`short`)",
+    schema: v.object({ bid_id: v.string(), agent_id: id, window_id: v.number(), resource: bidResource, reason: v.string(), bundle: v.optional(bundle), short: v.optional(v.array(resource)) }),
+  },
+  bundle_allocated: {
+    subject: "market.bundle_allocated",
+    description:
+      "a bundle bid won: every component is the agent's for the window after the one it was bid in (run_window_id, from window_start to window_end, ms since the epoch); what a container is launched with (cpu millicores, memory_mb MiB); runnable when it has cpu and memory. Once per winning bundle (bundle_id)",
+    schema: v.object({
+      bundle_id: v.string(),
+      bid_id: v.string(),
+      agent_id: id,
+      window_id: v.number(),
+      run_window_id: v.number(),
+      window_start: instant,
+      window_end: instant,
+      duration_ms: v.pipe(v.number(), v.integer(), v.minValue(1)),
+      cpu: units,
+      memory_mb: units,
+      tokens: units,
+      attention: units,
+      amount: credits,
+      runnable: v.boolean(),
+    }),
   },
   price_update: {
     subject: "market.price_update",

@@ -93,7 +93,7 @@ export function describeWhere(where: Where | undefined): string {
 
 const describeOps = (ops: Operators) => Object.entries(ops).filter(([, w]) => w !== undefined).map(([op, w]) => `${op} ${JSON.stringify(w)}`).join(" and ");
 
-const BID_TYPES = new Set(["bid_placed", "resources_allocated", "bid_lost", "credits_burned"]);
+const BID_TYPES = new Set(["bid_placed", "resources_allocated", "bundle_allocated", "bid_lost", "credits_burned"]);
 
 /**
  * Each event id once, its first copy kept. An event may be on AUDIT twice — publishing is at least

@@ -23,6 +23,7 @@ const FORBIDDEN: Denied[] = [
   { op: "pub", subject: "market.tick", why: "clear a window early" },
   { op: "pub", subject: "market.bid_placed", why: "forge an audit event" },
   { op: "pub", subject: "market.resources_allocated", why: "forge an allocation" },
+  { op: "pub", subject: "market.bundle_allocated", why: "forge a bundle won, on which the orchestrator launches a container" },
   { op: "pub", subject: "economic.credits_minted", why: "forge a mint on AUDIT" },
   { op: "pub", subject: "economic.transfer.bob", why: "move another agent's credits" },
   { op: "pub", subject: "economic.spawn.bob", why: "spawn from another agent's credits" },

@@ -1,6 +1,6 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { placeBids, type BidRequest } from "../economy/bids.ts";
+import { placeBids, type BidRequest, type SingleBidInput } from "../economy/bids.ts";
 import type { Cause } from "../economy/events.ts";
 import { mint, openAccount } from "../economy/ledger.ts";
 import { DEFAULT_MARKET, seedMarket } from "../economy/runtime.ts";
@@ -12,7 +12,7 @@ import { startTestDatabase, type TestDatabase } from "./helpers/pg.ts";
 // same command in two groups at once is placed once.
 
 const cause = (id: string): Cause => ({ sourceMsgId: id, correlationId: id, causationId: id, from: "test" });
-const bid = (id: string, agentId: string, resource: BidRequest["input"]["resource"], quantity: number, price: number): BidRequest => ({ cause: cause(id), input: { agentId, resource, quantity, price }, windowId: 7 });
+const bid = (id: string, agentId: string, resource: SingleBidInput["resource"], quantity: number, price: number): BidRequest => ({ cause: cause(id), input: { agentId, resource, quantity, price }, windowId: 7 });
 
 describe("placing a group of bids", () => {
   const hooks = suiteScope(after);

@@ -123,6 +123,16 @@ describe("schema guards", () => {
       sql`INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, source_msg_id) VALUES ('a1', 8, 'gpu', 1, 1, 1, 'bid-y')`,
       /bids_resource_check/,
     );
+    // a bundle bid is one unit at its whole price, with its components; a single bid has none
+    await assert.rejects(sql`INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, source_msg_id) VALUES ('a1', 8, 'bundle', 1, 5, 5, 'bid-z')`, /bids_bundle/);
+    await assert.rejects(
+      sql`INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, source_msg_id, components) VALUES ('a1', 8, 'bundle', 2, 5, 10, 'bid-z', '{"cpu":1}')`,
+      /bids_bundle/,
+    );
+    await assert.rejects(
+      sql`INSERT INTO bids (agent_id, window_id, resource, quantity, price_per_unit, amount, source_msg_id, components) VALUES ('a1', 8, 'cpu', 1, 5, 5, 'bid-z', '{"cpu":1}')`,
+      /bids_bundle/,
+    );
   });
 });
 

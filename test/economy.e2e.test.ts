@@ -125,6 +125,28 @@ describe("economy end to end", () => {
     assert.equal(check.ok, true, JSON.stringify(check, (_k, v) => (typeof v === "bigint" ? v.toString() : v)));
   });
 
+  it("a bundle bid on market.bid.<id>: won whole, bundle_allocated on AUDIT with the limits and the window it runs in; a misspelt one dead-lettered", async () => {
+    await nats.js.publish("admin.genesis", enc({ agent_id: "carol", credits: 50 }));
+    await waitFor("carol funded", async () => ((await nats.nc.request("economic.balance.carol", "", { timeout: 5000 }).then((m) => m.json<{ balance: number }>()).catch(() => null))?.balance === 50 ? true : undefined));
+    await nats.js.publish("market.bid.carol", enc({ bundle: { cpu: 500, memory: 256 }, price: 2 }));
+    await nats.js.publish("market.bid.carol", enc({ bundle: { cpu: 500, mem: 256 }, price: 2 }));
+    const allocated = await waitFor("bundle_allocated", async () => (await auditEvents(nats)).find((e) => e.type === "bundle_allocated"), 45_000).catch((err) => {
+      throw new Error(`${(err as Error).message}\n${lines.join("\n")}`);
+    });
+    assert.equal(allocated.subject, "market.bundle_allocated");
+    const p = allocated.payload as Record<string, number | string | boolean>;
+    assert.deepEqual([p.agent_id, p.cpu, p.memory_mb, p.tokens, p.attention, p.amount, p.runnable, p.duration_ms], ["carol", 500, 256, 0, 0, 2, true, 500]);
+    assert.equal(p.run_window_id, (p.window_id as number) + 1);
+    assert.deepEqual([p.window_start, p.window_end], [(p.run_window_id as number) * 500, ((p.run_window_id as number) + 1) * 500]);
+    const [row] = await db.sql<{ id: bigint; cpu: bigint; memory_mb: bigint }[]>`SELECT id, cpu, memory_mb FROM resource_bundles WHERE agent_id = 'carol'`;
+    assert.deepEqual([String(row!.id), Number(row!.cpu), Number(row!.memory_mb)], [p.bundle_id, 500, 256]);
+    const bal = (await nats.nc.request("economic.balance.carol", "", { timeout: 5000 })).json<{ balance: number; reserved: number }>();
+    assert.deepEqual([bal.balance, bal.reserved], [48, 0]);
+    const { listDeadLetters } = await import("../host/deadLetter.ts");
+    const refused = await waitFor("the misspelt bundle's dead letter", async () => (await listDeadLetters(nats.jsm, "DEAD_LETTERS", { prefix: "dlq", fn: "market/placeBid" })).find((d) => d.error?.code === "HOST_ERR_INVALID_PAYLOAD"));
+    assert.match(refused.error!.message, /bundle\.mem/);
+  });
+
   it("transfers, spawns with lineage, rewards mint, prompts and messages are audited; bad commands are dead-lettered", async () => {
     await nats.js.publish("economic.transfer.bob", enc({ to: "alice", amount: 10 }));
     await nats.js.publish("economic.spawn.alice", enc({ child_id: "alice_jr", credits: 30 }));

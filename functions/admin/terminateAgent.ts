@@ -5,7 +5,7 @@ import { EconomyErrorCode, refuse, UnknownAgentError } from "../../economy/error
 import { agentId, freeText, LIMITS } from "../../economy/limits.ts";
 import { agentAccount, lockAccounts } from "../../economy/ledger.ts";
 import { toCredits } from "../../economy/money.ts";
-import type { Resource } from "../../economy/auction.ts";
+import type { Bundle, Resource } from "../../economy/auction.ts";
 
 // Operators terminate an agent (admin.>, never an agent):
 // `nats pub admin.agent.terminate '{"agent_id":"a1","reason":"spends on nothing useful"}'`.
@@ -35,10 +35,10 @@ export default defineFunction({
         if (agent!.by === ids.sourceMsgId) return; // redelivery: done already
         throw refuse(EconomyErrorCode.AgentTerminated, `agent ${p.agent_id} is terminated already`);
       }
-      const released = await tx<{ id: bigint; window_id: bigint; resource: Resource; amount: bigint; correlation_id: string | null }[]>`
+      const released = await tx<{ id: bigint; window_id: bigint; resource: Resource | "bundle"; amount: bigint; correlation_id: string | null; components: Bundle | null }[]>`
         UPDATE bids SET status = 'lost', reason = 'AGENT_TERMINATED', settled_at = now()
          WHERE agent_id = ${p.agent_id} AND status = 'open'
-        RETURNING id, window_id, resource, amount, correlation_id`;
+        RETURNING id, window_id, resource, amount, correlation_id, components`;
       await tx`UPDATE agents SET status = 'terminated',
                  metadata = metadata || jsonb_build_object('terminated', jsonb_build_object('reason', ${p.reason}::text, 'source_msg_id', ${ids.sourceMsgId}::text, 'at', now()))
                WHERE id = ${p.agent_id}`;
@@ -49,7 +49,7 @@ export default defineFunction({
           type: "bid_lost" as const,
           to: p.agent_id,
           correlationId: b.correlation_id,
-          payload: { bid_id: String(b.id), agent_id: p.agent_id, window_id: Number(b.window_id), resource: b.resource, reason: "AGENT_TERMINATED" },
+          payload: { bid_id: String(b.id), agent_id: p.agent_id, window_id: Number(b.window_id), resource: b.resource, reason: "AGENT_TERMINATED", ...(b.components ? { bundle: b.components } : {}) },
         })),
       );
     }),

@@ -7,9 +7,11 @@ import { agentBalance } from "../../economy/ledger.ts";
 import { toCredits } from "../../economy/money.ts";
 import { AGENT_STATE, projectAgents, readPrices } from "../../economy/projections.ts";
 import { causeOf, windowOf } from "../../economy/runtime.ts";
+import { bidInput, bidSchema } from "../../economy/bidBody.ts";
 
 // Balance, prices and (optionally) a bid in one round trip:
-// `nats req market.execute_trade '{"agent_id":"a1","bid":{"resource":"cpu","quantity":100,"price":0.002}}'`.
+// `nats req market.execute_trade '{"agent_id":"a1","bid":{"resource":"cpu","quantity":100,"price":0.002}}'`
+// (or a bundle bid: `"bid":{"bundle":{"cpu":500,"memory":256},"price":0.7}`).
 // Set Nats-Msg-Id on the request to make a retried request place its bid once. The reply's fields
 // are snake_case like every payload's; its bid also carries `bidId` and `windowId`, the names of
 // release 0.1, until release 0.3 (docs/economy.md).
@@ -18,9 +20,7 @@ export default defineFunction({
   trigger: { type: "request", subject: "market.execute_trade" },
   schema: v.object({
     agent_id: agentId,
-    bid: v.optional(
-      v.object({ resource: v.picklist(["cpu", "memory", "tokens", "attention"]), quantity: v.pipe(v.number(), v.integer(), v.minValue(1)), price: v.pipe(v.number(), v.gtValue(0)) }),
-    ),
+    bid: v.optional(bidSchema),
   }),
   resources: { economy },
   handler: async (p, ctx) => {
@@ -28,7 +28,7 @@ export default defineFunction({
     const sql = await eco.database();
     let bid: BidResult | undefined;
     if (p.bid) {
-      bid = await placeBid(sql, causeOf(ctx), { agentId: p.agent_id, ...p.bid }, windowOf(Date.now(), eco.settings.windowMs));
+      bid = await placeBid(sql, causeOf(ctx), bidInput(p.agent_id, p.bid), windowOf(Date.now(), eco.settings.windowMs));
       await eco.publishPending(ctx, ctx.msgId);
       await projectAgents(await ctx.kv(AGENT_STATE), sql, [p.agent_id]);
     }
