@@ -27,6 +27,7 @@ export type Settings = {
   gateway: { configFile?: string; verbose: boolean; defaultCallsPerHour: number; maxDeliver: number };
   otel: { sdkDisabled: boolean; tracesExporter?: string; endpoint?: string; tracesEndpoint?: string; serviceName?: string };
   webSearch: { corpus?: string; callLog?: string; crashOnce?: string; delayMs: number };
+  sandbox: { driver: "auto" | "docker" | "process"; dockerHost?: string };
 };
 
 const text = v.pipe(v.string(), v.trim(), v.minLength(1));
@@ -98,6 +99,8 @@ export const ENVIRONMENT: readonly Var[] = [
   { env: "WEB_SEARCH_DELAY_MS", path: "webSearch.delayMs", schema: int(0), default: "0", doc: "The local search server's delay per call (tests of timeouts)" },
   { env: "WEB_SEARCH_CALL_LOG", path: "webSearch.callLog", schema: text, default: "—", doc: "File the local search server appends each call to (tests)" },
   { env: "WEB_SEARCH_CRASH_ONCE", path: "webSearch.crashOnce", schema: text, default: "—", doc: "Marker file: the local search server exits once on a call (tests)" },
+  { env: "SANDBOX_DRIVER", path: "sandbox.driver", schema: v.pipe(v.string(), v.trim(), v.toLowerCase(), v.picklist(["auto", "docker", "process"], "must be auto, docker or process")), default: "auto", doc: "How agents run: `docker` (isolated, limits enforced), `process` (plain child processes, nothing enforced), `auto` (Docker when its engine answers)" },
+  { env: "DOCKER_HOST", path: "sandbox.dockerHost", schema: url(["unix", "tcp"]), default: "unix:///var/run/docker.sock", doc: "The Docker engine the sandbox driver and `npm run agents` use" },
 ];
 
 const DEFAULTS: Settings = {
@@ -108,6 +111,7 @@ const DEFAULTS: Settings = {
   gateway: { verbose: false, defaultCallsPerHour: 60, maxDeliver: 3 },
   otel: { sdkDisabled: false },
   webSearch: { delayMs: 0 },
+  sandbox: { driver: "auto" },
 };
 
 /** A setting that does not validate: names the variable, what it holds and what it must be. */

@@ -75,15 +75,19 @@ export class DockerDriver implements SandboxDriver {
   readonly image: string;
   readonly #relayRoot: string;
   readonly #relays = new Map<string, Promise<NatsRelay>>();
+  /** Where the engine is, for messages. */
+  readonly where: string;
 
   constructor(opts: DockerDriverOptions) {
     this.docker = opts.docker ?? dockerClient(opts.dockerHost);
+    const m = this.docker.modem as { socketPath?: string; host?: string; port?: number };
+    this.where = m.socketPath ? String(m.socketPath) : `${m.host}:${m.port}`;
     this.image = opts.image;
     this.#relayRoot = opts.relayRoot ?? join(tmpdir(), `syntropism-relay-${process.getuid?.() ?? 0}`);
   }
 
   async probe(): Promise<Probe> {
-    const where = this.docker.modem.socketPath ? String(this.docker.modem.socketPath) : `${this.docker.modem.host}:${this.docker.modem.port}`;
+    const where = this.where;
     try {
       await this.docker.ping();
     } catch (err) {
@@ -209,7 +213,7 @@ export class DockerDriver implements SandboxDriver {
         lost = err;
       }
       await started;
-      const usage = sampler?.stop() ?? {};
+      const usage = { ...(sampler?.stop() ?? {}) };
       // the attach stream ends with the container; do not hang on an engine that lost it
       await Promise.race([output, new Promise((r) => setTimeout(r, 2000).unref())]);
       sink.end();
@@ -219,6 +223,8 @@ export class DockerDriver implements SandboxDriver {
         const info = await container.inspect();
         oomKilled = info.State.OOMKilled;
         exitCode = info.State.ExitCode;
+        // killed for reaching its limit: it used the limit, whatever the last sample (up to 200 ms old) saw
+        if (oomKilled && info.HostConfig.Memory) usage.peakMemoryBytes = Math.max(usage.peakMemoryBytes ?? 0, info.HostConfig.Memory);
         await container.remove({ force: true });
       } catch (err) {
         lost ??= err;

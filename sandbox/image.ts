@@ -164,7 +164,7 @@ export function imageTar(plan: ImagePlan): NodeJS.ReadableStream {
       pack.destroy(err as Error);
     }
   })();
-  return pack;
+  return pack as unknown as NodeJS.ReadableStream;
 }
 
 export type ImageStatus = { tag: string; present: boolean; sizeBytes?: number; created?: string };
