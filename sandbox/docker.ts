@@ -1,4 +1,3 @@
-import { chownSync, lstatSync, readdirSync, statSync } from "node:fs";
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,6 +9,7 @@ import { outputSink, type OutputSink } from "./output.ts";
 import { startRelay, type NatsRelay } from "./relay.ts";
 import { labelsOf, type Finished, type Found, type LaunchSpec, type Limits, type Probe, type Sandbox, type SandboxDriver } from "./types.ts";
 import { sampleUsage, type UsageSampler } from "./usage.ts";
+import { checkWorkspace, chownTree } from "./workspace.ts";
 
 // The Docker driver: each execution is a container of the agent image (sandbox/image.ts) under the
 // limits the agent paid for, with no network but the NATS relay (sandbox/relay.ts). Every flag is
@@ -50,14 +50,6 @@ export function validateLimits(l: Limits): void {
   if (!Number.isInteger(l.cpuMillicores) || l.cpuMillicores < 10) bad.push(`cpuMillicores ${l.cpuMillicores} (an integer ≥ 10)`);
   if (!Number.isInteger(l.pids) || l.pids < 16) bad.push(`pids ${l.pids} (an integer ≥ 16: node's own threads count)`);
   if (bad.length) throw new SandboxError(SandboxErrorCode.InvalidSpec, `limits out of range: ${bad.join("; ")}`);
-}
-
-function chownTree(dir: string, uid: number): void {
-  chownSync(dir, uid, uid);
-  for (const f of readdirSync(dir, { recursive: true, encoding: "utf8" })) {
-    const p = join(dir, f);
-    if (!lstatSync(p).isSymbolicLink()) chownSync(p, uid, uid);
-  }
 }
 
 const isEngineDown = (err: unknown) => {
@@ -117,17 +109,9 @@ export class DockerDriver implements SandboxDriver {
 
   async launch(spec: LaunchSpec): Promise<Sandbox> {
     validateLimits(spec.limits);
-    try {
-      if (!statSync(spec.workspace).isDirectory()) throw new Error("not a folder");
-    } catch (err) {
-      throw new SandboxError(SandboxErrorCode.InvalidSpec, `workspace ${spec.workspace}: ${(err as Error).message}`);
-    }
+    checkWorkspace(spec.workspace);
     const relay = await this.#relay(spec.natsUrl);
-    try {
-      chownTree(spec.workspace, SANDBOX_UID);
-    } catch (err) {
-      throw new SandboxError(SandboxErrorCode.Workspace, `cannot hand ${spec.workspace} to uid ${SANDBOX_UID}: ${(err as Error).message} (the Docker driver runs as root)`, { cause: err });
-    }
+    chownTree(spec.workspace, SANDBOX_UID);
     const mib = spec.limits.memoryMiB * 1024 * 1024;
     let container: Docker.Container;
     try {

@@ -1,10 +1,10 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { statSync } from "node:fs";
 import { constants } from "node:os";
 import { resolve } from "node:path";
 import { SandboxError, SandboxErrorCode } from "./errors.ts";
 import { outputSink } from "./output.ts";
 import { natsTarget } from "./relay.ts";
+import { checkWorkspace } from "./workspace.ts";
 import { labelsOf, type Finished, type Found, type LaunchSpec, type Probe, type Sandbox, type SandboxDriver } from "./types.ts";
 
 // The process driver: the agent runs as a plain child process of this one, for machines without
@@ -29,11 +29,7 @@ export class ProcessDriver implements SandboxDriver {
   }
 
   async launch(spec: LaunchSpec): Promise<Sandbox> {
-    try {
-      if (!statSync(spec.workspace).isDirectory()) throw new Error("not a folder");
-    } catch (err) {
-      throw new SandboxError(SandboxErrorCode.InvalidSpec, `workspace ${spec.workspace}: ${(err as Error).message}`);
-    }
+    checkWorkspace(spec.workspace);
     natsTarget(spec.natsUrl);
     const env: Record<string, string | undefined> = { ...process.env, SYNTROPISM_WORKSPACE: resolve(spec.workspace), SYNTROPISM_NATS_URL: spec.natsUrl };
     delete env.SYNTROPISM_NATS_SOCKET;
