@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, constants, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import Docker from "dockerode";
@@ -46,11 +46,17 @@ export function ensureDockerd(log: (msg: string) => void = (m) => console.error(
   if (process.getuid?.() === 0 && findOn(["/usr/bin/apt-get"])) {
     log("dockerd not found; installing Debian's docker.io with apt-get (about a minute)");
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    // the package must not start the machine's own engine (it would make a bridge on a private
+    // range): policy-rc.d exiting 101 tells the maintainer scripts to start no service
+    const policy = "/usr/sbin/policy-rc.d";
+    const addedPolicy = !existsSync(policy);
+    if (addedPolicy) writeFileSync(policy, "#!/bin/sh\nexit 101\n", { mode: 0o755 });
     let r = spawnSync("apt-get", ["install", "-y", "-q", "docker.io"], { stdio: "inherit", env });
     if (r.status !== 0) {
       spawnSync("apt-get", ["update", "-q"], { stdio: "inherit", env });
       r = spawnSync("apt-get", ["install", "-y", "-q", "docker.io"], { stdio: "inherit", env });
     }
+    if (addedPolicy) rmSync(policy, { force: true });
     const after = findDockerd();
     if (after) return after;
   }
