@@ -159,7 +159,9 @@ describe("docker sandbox", { skip: root ? false : "needs root: the suite starts 
     const wall = performance.now() - t0;
     assert.equal(fin.exitCode, 0, fin.outputTail);
     console.log(`# 3 s busy loop at 500 millicores: ${Math.round(fin.cpuMs!)} ms of CPU (${(fin.cpuMs! / 3000).toFixed(2)} core), wall ${Math.round(wall)} ms`);
-    assert.ok(fin.cpuMs! > 1100 && fin.cpuMs! < 2100, `cpuMs ${fin.cpuMs}`);
+    // the quota caps it: unlimited, the loop would use ~3,000 ms; the lower bound is loose, since
+    // another suite may share the two cores
+    assert.ok(fin.cpuMs! > 600 && fin.cpuMs! < 2100, `cpuMs ${fin.cpuMs}`);
   });
 
   it("processes: a fork bomb stops at the pids limit; the host and the engine carry on", async () => {
@@ -177,7 +179,7 @@ describe("docker sandbox", { skip: root ? false : "needs root: the suite starts 
     `;
     const ws = await workspace("alice", program);
     const fin = await (await driver.launch(spec(ws, { limits: { ...LIMITS, memoryMiB: 512, pids: 48 } }))).wait();
-    assert.ok(fin.exitCode === 0 || fin.reason === "oom" || fin.exitCode !== 0, fin.outputTail);
+    // the container may survive (children refused with EAGAIN) or die of it; either way it is contained
     if (fin.exitCode === 0) {
       const r = result(fin.outputTail) as { started: number; refused: number };
       console.log(`# fork bomb at pids 48: ${r.started} children started, ${r.refused} refused`);
@@ -185,6 +187,8 @@ describe("docker sandbox", { skip: root ? false : "needs root: the suite starts 
       assert.ok(r.refused > 0);
     }
     await engine.docker.ping();
+    const next = await (await driver.launch(spec(await workspace("alice"), { limits: LIMITS }))).wait();
+    assert.equal(next.exitCode, 0, "the next container runs as usual");
   });
 
   it("stop(grace): SIGTERM is honoured; an agent that ignores it is killed after the grace", async () => {
