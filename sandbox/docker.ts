@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { PassThrough } from "node:stream";
 import Docker from "dockerode";
 import { SandboxError, SandboxErrorCode } from "./errors.ts";
@@ -134,7 +134,7 @@ export class DockerDriver implements SandboxDriver {
           MemorySwap: mib,
           NanoCpus: spec.limits.cpuMillicores * 1_000_000,
           PidsLimit: spec.limits.pids,
-          Binds: [`${spec.workspace}:/workspace:rw`, `${relay.dir}:/run/nats:ro`],
+          Binds: [`${resolve(spec.workspace)}:/workspace:rw`, `${relay.dir}:/run/nats:ro`],
           LogConfig: LOG_CONFIG,
           AutoRemove: false,
         },
