@@ -27,7 +27,8 @@ export type Settings = {
   gateway: { configFile?: string; verbose: boolean; defaultCallsPerHour: number; maxDeliver: number };
   otel: { sdkDisabled: boolean; tracesExporter?: string; endpoint?: string; tracesEndpoint?: string; serviceName?: string };
   webSearch: { corpus?: string; callLog?: string; crashOnce?: string; delayMs: number };
-  agents: { workspaces: string; sandbox: "auto" | "docker" | "process" | "off"; stopGraceMs: number; pidsLimit: number; image?: string; dockerHost?: string };
+  agents: { workspaces: string; stopGraceMs: number; pidsLimit: number };
+  sandbox: { driver: "auto" | "docker" | "process"; dockerHost?: string };
 };
 
 const text = v.pipe(v.string(), v.trim(), v.minLength(1));
@@ -96,15 +97,14 @@ export const ENVIRONMENT: readonly Var[] = [
   { env: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", path: "otel.tracesEndpoint", schema: url(["http", "https"]), default: "—", doc: "OTLP/HTTP traces URL, as is" },
   { env: "OTEL_SERVICE_NAME", path: "otel.serviceName", schema: text, default: "syntropism", doc: "service.name of the spans" },
   { env: "AGENT_WORKSPACES", path: "agents.workspaces", schema: text, default: "`.data/workspaces`", doc: "Folder of the agents' workspaces (one per agent, from agent/templates)" },
-  { env: "AGENT_SANDBOX", path: "agents.sandbox", schema: v.pipe(v.string(), v.trim(), v.toLowerCase(), v.picklist(["auto", "docker", "process", "off"], "must be auto, docker, process or off")), default: "auto", doc: "How winners run: docker, process (unsandboxed, dev only), off; auto: docker when an engine answers, else process" },
   { env: "AGENT_STOP_GRACE_MS", path: "agents.stopGraceMs", schema: int(0), default: "2000", doc: "Between SIGTERM at the end of an agent's window and the kill" },
   { env: "AGENT_PIDS_LIMIT", path: "agents.pidsLimit", schema: int(8), default: "64", doc: "Processes and threads an agent's container may have" },
-  { env: "AGENT_IMAGE", path: "agents.image", schema: text, default: "the image `npm run agents -- image build` made", doc: "Docker image agents run in" },
-  { env: "DOCKER_HOST", path: "agents.dockerHost", schema: url(["unix", "tcp"]), default: "unix:///var/run/docker.sock", doc: "The Docker engine the orchestrator launches agents on" },
   { env: "WEB_SEARCH_CORPUS", path: "webSearch.corpus", schema: text, default: "gateway/corpus/documents.json", doc: "The local search MCP server's documents" },
   { env: "WEB_SEARCH_DELAY_MS", path: "webSearch.delayMs", schema: int(0), default: "0", doc: "The local search server's delay per call (tests of timeouts)" },
   { env: "WEB_SEARCH_CALL_LOG", path: "webSearch.callLog", schema: text, default: "—", doc: "File the local search server appends each call to (tests)" },
   { env: "WEB_SEARCH_CRASH_ONCE", path: "webSearch.crashOnce", schema: text, default: "—", doc: "Marker file: the local search server exits once on a call (tests)" },
+  { env: "SANDBOX_DRIVER", path: "sandbox.driver", schema: v.pipe(v.string(), v.trim(), v.toLowerCase(), v.picklist(["auto", "docker", "process"], "must be auto, docker or process")), default: "auto", doc: "How agents run: `docker` (isolated, limits enforced), `process` (plain child processes, nothing enforced), `auto` (Docker when its engine answers)" },
+  { env: "DOCKER_HOST", path: "sandbox.dockerHost", schema: url(["unix", "tcp"]), default: "unix:///var/run/docker.sock", doc: "The Docker engine the sandbox driver and `npm run agents` use" },
 ];
 
 const DEFAULTS: Settings = {
@@ -115,7 +115,8 @@ const DEFAULTS: Settings = {
   gateway: { verbose: false, defaultCallsPerHour: 60, maxDeliver: 3 },
   otel: { sdkDisabled: false },
   webSearch: { delayMs: 0 },
-  agents: { workspaces: ".data/workspaces", sandbox: "auto", stopGraceMs: 2000, pidsLimit: 64 },
+  agents: { workspaces: ".data/workspaces", stopGraceMs: 2000, pidsLimit: 64 },
+  sandbox: { driver: "auto" },
 };
 
 /** A setting that does not validate: names the variable, what it holds and what it must be. */

@@ -1,9 +1,12 @@
-import { chmodSync, chownSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nuid } from "@nats-io/transport-node";
 import type { Logger } from "syntropism";
-import type { Sql } from "../economy/db.ts";
+import type { Sql, TransactionSql } from "../economy/db.ts";
 import { recordEvents, type Cause, type EventInput } from "../economy/events.ts";
+import { agentBalance } from "../economy/ledger.ts";
+import { toCredits } from "../economy/money.ts";
+import { readPrices } from "../economy/projections.ts";
 import type { Credentials } from "../auth/resource.ts";
 import type { Finished, Limits, Sandbox, SandboxDriver } from "../sandbox/types.ts";
 import { ensureWorkspace } from "./workspaces.ts";
@@ -129,6 +132,7 @@ export class Orchestrator {
   }
 
   async #launch(row: Row, extra: { credits?: number; prices?: Record<string, number> }): Promise<void> {
+    // credits and prices as of the launch (the allocation's are a window old)
     const id = String(row.id);
     const log = this.#o.log.child({ execution_id: id, agent_id: row.agent_id, window_id: Number(row.window_id), correlation_id: row.correlation_id });
     const entry = this.#live.get(id);
@@ -137,6 +141,9 @@ export class Orchestrator {
     if (Date.now() >= endsAt) return void this.#finish(row, { exitCode: -1, oomKilled: false, reason: "error", outputTail: "", error: "the window ended before the agent could start" }, "MISSED");
     let sandbox: Sandbox;
     try {
+      const sql = await this.#o.sql();
+      const [bal, prices] = await Promise.all([agentBalance(sql, row.agent_id), readPrices(sql)]);
+      extra = { credits: toCredits(bal.available), prices: Object.fromEntries(prices.map((p) => [p.resource, p.price])) };
       const workspace = ensureWorkspace(this.#o.workspacesRoot, row.agent_id, "default");
       const creds = await this.#o.credentials.issueForWindow(row.agent_id, Number(row.window_id));
       const credsDir = join(workspace, ".nats");
@@ -156,9 +163,7 @@ export class Orchestrator {
         correlation_id: row.correlation_id,
       };
       writeFileSync(join(workspace, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
-      // the sandbox's user (65534) owns what it may write
-      if (this.#o.driver.isolated) for (const p of [workspace, credsDir, join(credsDir, "agent.creds"), join(workspace, "env.json")]) chownSync(p, 65534, 65534);
-      chmodSync(credsDir, 0o700);
+      // an isolated driver hands the workspace, credentials included, to the sandbox's user
       sandbox = await this.#o.driver.launch({
         executionId: id,
         agentId: row.agent_id,
@@ -248,9 +253,9 @@ export class Orchestrator {
     }
   }
 
-  async #emit(tx: Parameters<Parameters<Sql["begin"]>[0]>[0], row: Row, what: string, events: EventInput[]): Promise<void> {
+  async #emit(tx: TransactionSql, row: Row, what: string, events: EventInput[]): Promise<void> {
     const cause: Cause = { sourceMsgId: `execution:${row.id}:${what}`, correlationId: row.correlation_id ?? String(row.id), causationId: `execution:${row.id}`, from: "orchestrator" };
-    await recordEvents(tx as never, cause, events);
+    await recordEvents(tx, cause, events);
   }
 
   async #renew(): Promise<void> {

@@ -26,6 +26,12 @@ describe("folder boundaries", () => {
     assert.deepEqual(bad, []);
   });
 
+  it("sandbox/ imports none of economy, gateway, functions, scenarios, cli, test; agent/ (the image's code) nothing outside itself", () => {
+    const bad = importsOf("sandbox").filter((i) => ["economy", "gateway", "functions", "scenarios", "cli", "test", "bench"].includes(i.target));
+    assert.deepEqual(bad, []);
+    assert.deepEqual(importsOf("agent").filter((i) => i.target !== "agent"), []);
+  });
+
   it("bench/ and testing/ import no test code", () => {
     const bad = [...importsOf("bench"), ...importsOf("testing")].filter((i) => i.target === "test");
     assert.deepEqual(bad, []);

@@ -8,19 +8,20 @@ import { EmbeddedPostgresError, EmbeddedPostgresErrorCode } from "../economy/emb
 import { GatewayError, GatewayErrorCode } from "../gateway/errors.ts";
 import { ScenarioErrorCode, ScenarioFormatError } from "../scenarios/format.ts";
 import { AuthErrorCode } from "../auth/authority.ts";
+import { SandboxError, SandboxErrorCode } from "../sandbox/errors.ts";
 
 // One error style: every error production code throws is a class with a stable code from its
 // package's catalogue (host, economy, gateway, scenarios; config/settings.ts has its one).
 
 const ROOT = resolve(import.meta.dirname, "..");
-const PRODUCTION = ["host", "economy", "functions", "gateway", "scenarios", "otel", "config", "contract", "auth", "cli"];
+const PRODUCTION = ["host", "economy", "functions", "gateway", "scenarios", "otel", "config", "contract", "auth", "cli", "sandbox"];
 
 /** Classes whose instances carry a catalogue code (subclasses of the packages' base errors). */
 const CODED = new Set([
   "HostError", "UsageError", "NonRetriableError", "RetryAfterError", "StreamFullError",
   "EconomyError", "InsufficientFundsError", "UnknownAgentError", "InvalidAmountError", "InvalidArgumentError",
   "IdempotencyConflictError", "TickRefusedError", "MigrationError", "EmbeddedPostgresError",
-  "GatewayError", "ScenarioError", "ScenarioFormatError", "SettingsError", "AuthError",
+  "GatewayError", "ScenarioError", "ScenarioFormatError", "SettingsError", "AuthError", "SandboxError",
 ]);
 
 describe("one error style", () => {
@@ -36,7 +37,7 @@ describe("one error style", () => {
   });
 
   it("each catalogue's codes are distinct, and the errors carry them", () => {
-    const all = [...Object.values(ErrorCode), ...Object.values(EconomyErrorCode), ...Object.values(GatewayErrorCode), ...Object.values(ScenarioErrorCode), ...Object.values(AuthErrorCode)];
+    const all = [...Object.values(ErrorCode), ...Object.values(EconomyErrorCode), ...Object.values(GatewayErrorCode), ...Object.values(ScenarioErrorCode), ...Object.values(AuthErrorCode), ...Object.values(SandboxErrorCode)];
     assert.equal(new Set(all).size, all.length, "a code is in two catalogues");
     assert.equal(new UsageError("--x").code, ErrorCode.Usage);
     assert.ok(new UsageError("--x") instanceof HostError);
@@ -45,5 +46,6 @@ describe("one error style", () => {
     assert.ok((Object.values(EconomyErrorCode) as string[]).includes(pg.code));
     assert.equal(new GatewayError(GatewayErrorCode.Config, "x", false).code, "GATEWAY_CONFIG");
     assert.equal(new ScenarioFormatError("f.json", ["(root): no"]).code, ScenarioErrorCode.Format);
+    assert.equal(new SandboxError(SandboxErrorCode.EngineUnavailable, "x").code, "SANDBOX_ENGINE_UNAVAILABLE");
   });
 });
