@@ -294,11 +294,21 @@ export class Orchestrator {
     }
   }
 
-  /** Stops watching; the sandboxes keep running (another orchestrator adopts them). */
+  /**
+   * Stops watching and gives up its leases at once: the sandboxes keep running to the end of their
+   * window, and the next orchestrator (another worker, or this one restarted) adopts them without
+   * waiting for the leases to lapse.
+   */
   async close(): Promise<void> {
     this.#closing = true;
     clearTimeout(this.#tick);
     for (const e of this.#live.values()) for (const t of e.timers) clearTimeout(t);
     this.#live.clear();
+    try {
+      const sql = await this.#o.sql();
+      await sql`UPDATE executions SET owner = NULL, lease_until = NULL WHERE owner = ${this.id} AND status IN ('pending', 'running')`;
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message }, "could not give up the orchestrator's leases; they lapse by themselves");
+    }
   }
 }
