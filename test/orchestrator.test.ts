@@ -1,52 +1,15 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
-import { loadConfigFile } from "../host/configFile.ts";
-import { loadSettings } from "../config/settings.ts";
-import { startTestNats, suiteScope, type TestNats } from "../testing/nats.ts";
-import { startTestDatabase, type TestDatabase } from "../testing/postgres.ts";
-import { ROOT, readSubject, startHost, waitFor } from "./helpers/host.ts";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { suiteScope, type TestNats } from "../testing/nats.ts";
+import type { TestDatabase } from "../testing/postgres.ts";
+import { readSubject, waitFor } from "./helpers/host.ts";
+import { orchestratorStack } from "./helpers/orchestrator.ts";
 
 // The orchestrator end to end with the process driver (the Docker driver's own suite is
 // orchestrator.docker.test.ts): an agent that wins a bundle runs in the window it paid for with
 // its own credentials, and the execution is recorded however it ends; one that lost never runs.
-
-const WINDOW_MS = 2000;
-const enc = (v: unknown) => JSON.stringify(v);
-
-type Execution = { id: string; agent_id: string; window_id: string; status: string; reason: string | null; exit_code: number | null; sandbox: string; output_tail: string | null; limits: Record<string, number>; usage: Record<string, number | null> };
-
-export async function orchestratorStack(hooks: { after: (fn: () => Promise<void>) => void }, env: Record<string, string>) {
-  const nats = await startTestNats(hooks, { auth: true });
-  const db = await startTestDatabase(hooks);
-  const workspaces = mkdtempSync(join(tmpdir(), "syntropism-orch-"));
-  hooks.after(async () => rmSync(workspaces, { recursive: true, force: true }));
-  const settings = loadSettings({
-    DATABASE_URL: db.url,
-    ECONOMY_WINDOW_MS: String(WINDOW_MS),
-    LOG_LEVEL: "warn",
-    NATS_URL: nats.url,
-    NATS_AUTH_DIR: nats.auth!.authority.dir,
-    AGENT_WORKSPACES: workspaces,
-    AGENT_STOP_GRACE_MS: "300",
-    ...env,
-  });
-  const config = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
-  const { lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config, settings });
-  const execution = (agent: string, done = true) =>
-    waitFor(`${agent}'s execution${done ? " to end" : ""}`, async () => {
-      const [row] = await db.sql<Execution[]>`SELECT id, agent_id, window_id, status, reason, exit_code, sandbox, output_tail, limits, usage FROM executions WHERE agent_id = ${agent} ORDER BY id DESC LIMIT 1`;
-      return row && (!done || !["pending", "running"].includes(row.status)) ? row : undefined;
-    }, 30_000);
-  const fund = async (agents: string[]) => {
-    for (const a of agents) await nats.js.publish("admin.genesis", enc({ agent_id: a, credits: 100 }));
-    await waitFor("agents funded", async () => ((await db.sql`SELECT count(*)::int AS n FROM workspaces`)[0]!.n === agents.length ? true : undefined));
-  };
-  const bid = (agent: string, cpu: number, memory: number, price: number) => nats.js.publish(`market.bid.${agent}`, enc({ bundle: { cpu, memory }, price }));
-  return { nats, db, workspaces, lines, execution, fund, bid };
-}
 
 describe("the orchestrator runs winners (process driver)", () => {
   const hooks = suiteScope(after);
