@@ -58,4 +58,16 @@ describe("the orchestrator runs winners in Docker", { skip: root ? false : "need
     const rows = await s.db.sql<{ n: number }[]>`SELECT count(*)::int AS n FROM executions WHERE agent_id = 'dloop'`;
     assert.equal(rows[0]!.n, 1, "adopted, not started again");
   });
+
+  it("with the engine gone, a winner's execution fails with the reason and the host keeps running", async () => {
+    await engine.stop();
+    await s.fund(["dlate"]);
+    await s.bid("dlate", 500, 128, 2);
+    const e = await s.execution("dlate");
+    const [row] = await s.db.sql<{ error: string }[]>`SELECT error FROM executions WHERE id = ${e.id}`;
+    assert.deepEqual([e.status, e.reason], ["failed", "SANDBOX"]);
+    assert.match(row!.error, /engine|docker|ENOENT|connect/i);
+    // the economy goes on: a balance request is answered
+    assert.equal((await s.nats.nc.request("economic.balance.dlate", "", { timeout: 5000 })).json<{ agent_id: string }>().agent_id, "dlate");
+  });
 });

@@ -40,7 +40,7 @@ export async function orchestratorStack(hooks: { after: (fn: () => Promise<void>
     }, 30_000);
   const fund = async (agents: string[]) => {
     for (const a of agents) await nats.js.publish("admin.genesis", enc({ agent_id: a, credits: 100 }));
-    await waitFor("agents funded", async () => ((await db.sql`SELECT count(*)::int AS n FROM workspaces`)[0]!.n === agents.length ? true : undefined));
+    await waitFor("agents funded", async () => ((await db.sql`SELECT count(*)::int AS n FROM workspaces WHERE agent_id IN ${db.sql(agents)}`)[0]!.n === agents.length ? true : undefined));
   };
   const bid = (agent: string, cpu: number, memory: number, price: number) => nats.js.publish(`market.bid.${agent}`, enc({ bundle: { cpu, memory }, price }));
   return { nats, db, workspaces, host, start, lines, execution, fund, bid };
