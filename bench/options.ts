@@ -4,10 +4,10 @@ import { parseArgs } from "node:util";
 // Every option is a flag and an environment variable: `--max-lag 50` or BENCH_MAX_LAG=50.
 // A flag wins over the environment, which wins over the default.
 
-export const BENCHMARKS = ["pingpong", "throughput", "latency", "bids", "auth", "faults-pg"] as const;
+export const BENCHMARKS = ["pingpong", "throughput", "latency", "bids", "auth", "agents", "faults-pg"] as const;
 export type BenchName = (typeof BENCHMARKS)[number];
 /** Run only when named: they take minutes and measure recovery, not speed. */
-export const OPT_IN: readonly BenchName[] = ["faults-pg"];
+export const OPT_IN: readonly BenchName[] = ["faults-pg", "agents"];
 
 type Spec = { default: string; help: string; bench?: BenchName };
 
@@ -32,6 +32,8 @@ const SPECS = {
   bids: { default: "10000", help: "bids pre-published per variant (publish → ledger commit → event)", bench: "bids" },
   "bid-workers": { default: "1,2", help: "host worker counts to run the economy with", bench: "bids" },
   "min-bids": { default: "5000", help: "target: bids per second end to end", bench: "bids" },
+  // agents
+  "agent-counts": { default: "1,20", help: "agents launched at once, per variant (needs root: a private Docker engine)", bench: "agents" },
   // faults-pg
   "pg-outages": { default: "30,60", help: "seconds PostgreSQL stays stopped, one outage each", bench: "faults-pg" },
   "pg-rounds": { default: "3", help: "times each short fault (restart, crash, dropped connections) is repeated", bench: "faults-pg" },
@@ -64,6 +66,7 @@ export type Options = {
   bids: number;
   bidWorkers: number[];
   minBids: number;
+  agentCounts: number[];
   pgOutages: number[];
   pgRounds: number;
   pgRate: number;
@@ -77,7 +80,7 @@ export const envName = (name: string) => `BENCH_${name.toUpperCase().replace(/-/
 
 export function usage(): string {
   const lines = [
-    "Usage: npm run bench -- [pingpong] [throughput] [latency] [bids] [auth] [faults-pg] [--gate] [options]",
+    "Usage: npm run bench -- [pingpong] [throughput] [latency] [bids] [auth] [agents] [faults-pg] [--gate] [options]",
     "",
     `No names runs all but ${OPT_IN.join(", ")} (run only when named). --gate exits 1 when a target is missed.`,
     "",
@@ -132,6 +135,11 @@ export function parseOptions(argv: string[], env = process.env): Options | "help
     bids: num("bids", 1),
     bidWorkers: list("bid-workers").map(Number),
     minBids: num("min-bids", 0, false),
+    agentCounts: list("agent-counts").map((x) => {
+      const n = Number(x);
+      if (!Number.isInteger(n) || n < 1) throw new UsageError(`--agent-counts must be integers ≥ 1, got ${raw("agent-counts")}`);
+      return n;
+    }),
     pgOutages: list("pg-outages").map((x) => {
       const n = Number(x);
       if (!Number.isFinite(n) || n < 0) throw new UsageError(`--pg-outages must be seconds ≥ 0, got ${raw("pg-outages")}`);

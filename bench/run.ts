@@ -6,12 +6,13 @@ import { throughput } from "./throughput.ts";
 import { bids } from "./bids.ts";
 import { faultsPg } from "./faults-pg.ts";
 import { authCost } from "./auth.ts";
+import { agents } from "./agents.ts";
 
 // `npm run bench -- [names] [options]`: runs the chosen benchmarks one after another (without
 // names, all but the opt-in ones, options.ts OPT_IN), each on its own nats-server, prints a table
 // per benchmark and writes bench/results/<time>.json + latest.json.
 
-const RUNNERS: Record<BenchName, (o: Options) => Promise<BenchResult>> = { pingpong, throughput, latency, bids, auth: authCost, "faults-pg": faultsPg };
+const RUNNERS: Record<BenchName, (o: Options) => Promise<BenchResult>> = { pingpong, throughput, latency, bids, auth: authCost, agents, "faults-pg": faultsPg };
 
 async function main(): Promise<number> {
   let o: Options | "help";
