@@ -229,6 +229,9 @@ export class Authority {
       `operator: ${jwt("operator.jwt")}`,
       `system_account: ${this.manifest.system_account}`,
       `resolver: { type: full, dir: ${JSON.stringify(join(this.dir, "resolver"))}, allow_delete: false, interval: "2m", timeout: "2s" }`,
+      // the time a client has to answer the server's nonce: agents sign it in a sandbox with half a
+      // core, and fifty starting at once took longer than the default 2 s (seen in bench agents)
+      "authorization { timeout: 10 }",
       "resolver_preload: {",
       `  ${this.manifest.system_account}: ${jwt("system-account.jwt")}`,
       `  ${this.manifest.account}: ${jwt("account.jwt")}`,
