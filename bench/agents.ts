@@ -76,13 +76,20 @@ export async function agents(o: Options): Promise<BenchResult> {
       const ids = Array.from({ length: n }, (_, i) => `b${round_}x${i}`);
       for (const id of ids) await openAccount(db.sql as never, id);
       const decided = new Map<string, number>();
+      const decidedWall = new Map<string, number>();
       const t0 = performance.now();
+      const t0Wall = Date.now();
       const now = Date.now();
       for (const id of ids) {
         decided.set(id, performance.now());
+        decidedWall.set(id, Date.now());
         await orch.schedule({ agentId: id, windowId: window, bundleId: null, windowStart: now, windowEnd: (window + 1) * 60_000, limits: { memoryMiB: 128, cpuMillicores: 500 }, correlationId: `bench-${id}`, sourceMsgId: `bench-${id}` });
       }
       await waitUntil(() => ids.every((id) => first.has(id)), 120_000, async () => JSON.stringify(await db.sql`SELECT agent_id, status, reason, error, right(output_tail, 600) AS tail FROM executions WHERE agent_id IN ${db.sql(ids)} AND status <> 'succeeded'`));
+      // the orchestrator's part: from the decision to its sandbox started (the execution running)
+      const started = await db.sql<{ agent_id: string; started_at: Date }[]>`SELECT agent_id, started_at FROM executions WHERE agent_id IN ${db.sql(ids)}`;
+      const launched = Float64Array.from(started.map((r) => r.started_at.getTime() - decidedWall.get(r.agent_id)!));
+      rows.push({ variant: "decision → sandbox started (the orchestrator)", agents: n, summary: summarize(launched), allMs: round(Math.max(...started.map((r) => r.started_at.getTime())) - t0Wall) });
       const times = Float64Array.from(ids.map((id) => first.get(id)! - decided.get(id)!));
       rows.push({ variant: "decision → agent's first NATS message", agents: n, summary: summarize(times), allMs: round(Math.max(...ids.map((id) => first.get(id)!)) - t0) });
       log(`agents ${n}: floor p50 ${rows.at(-2)!.summary.p50} ms, first message p50 ${rows.at(-1)!.summary.p50} ms, p95 ${rows.at(-1)!.summary.p95} ms`);
@@ -96,13 +103,13 @@ export async function agents(o: Options): Promise<BenchResult> {
     for (const h of hooks.reverse()) await h().catch(() => {});
     rmSync(workspaces, { recursive: true, force: true });
   }
-  const one = rows.find((r) => r.agents === 1 && r.variant.startsWith("decision"));
-  const many = [...rows].reverse().find((r) => r.variant.startsWith("decision"));
+  const one = rows.find((r) => r.agents === 1 && r.variant.startsWith("decision → agent"));
+  const many = [...rows].reverse().find((r) => r.variant.startsWith("decision → sandbox"));
   const manyFloor = rows.find((r) => r.agents === many?.agents && r.variant.startsWith("engine"));
   const targets = [
     ...(one ? [{ what: "one agent: decision → first message p95 < 1 s", verdict: verdictOf(one.summary.p95 < 1000), detail: `${one.summary.p95} ms` }] : []),
     ...(many && manyFloor && many.agents > 1
-      ? [{ what: `${many.agents} agents: all started within 1.15 × the engine's floor (+ the agent's own start-up)`, verdict: verdictOf(many.allMs <= manyFloor.allMs * 1.15 + (one?.summary.p50 ?? 0)), detail: `${many.allMs} ms against a floor of ${manyFloor.allMs} ms` }]
+      ? [{ what: `${many.agents} agents: the orchestrator has all sandboxes started within 1.15 × the engine's floor`, verdict: verdictOf(many.allMs <= manyFloor.allMs * 1.15), detail: `${many.allMs} ms against a floor of ${manyFloor.allMs} ms (${round(many.allMs / manyFloor.allMs)} ×)` }]
       : []),
   ];
   return {
