@@ -38,8 +38,6 @@ export type Allocation = {
   limits: Omit<Limits, "pids">;
   correlationId: string;
   sourceMsgId: string;
-  credits?: number;
-  prices?: Record<string, number>;
 };
 
 type Row = {
@@ -120,19 +118,18 @@ export class Orchestrator {
       RETURNING id, agent_id, window_id, status, limits, correlation_id, ends_at, created_at, started_at, container_id`;
     if (!row) return undefined;
     const id = String(row.id);
-    this.#plan(row, a.windowStart, { credits: a.credits, prices: a.prices });
+    this.#plan(row, a.windowStart);
     return id;
   }
 
-  #plan(row: Row, startAt: number, extra: { credits?: number; prices?: Record<string, number> } = {}): void {
+  #plan(row: Row, startAt: number): void {
     const id = String(row.id);
     const entry = { timers: [] as NodeJS.Timeout[], stoppedAtEnd: false };
     this.#live.set(id, entry);
-    entry.timers.push(setTimeout(() => void this.#launch(row, extra), Math.max(0, startAt - Date.now())));
+    entry.timers.push(setTimeout(() => void this.#launch(row), Math.max(0, startAt - Date.now())));
   }
 
-  async #launch(row: Row, extra: { credits?: number; prices?: Record<string, number> }): Promise<void> {
-    // credits and prices as of the launch (the allocation's are a window old)
+  async #launch(row: Row): Promise<void> {
     const id = String(row.id);
     const log = this.#o.log.child({ execution_id: id, agent_id: row.agent_id, window_id: Number(row.window_id), correlation_id: row.correlation_id });
     const entry = this.#live.get(id);
@@ -142,8 +139,8 @@ export class Orchestrator {
     let sandbox: Sandbox;
     try {
       const sql = await this.#o.sql();
+      // credits and prices as of the launch
       const [bal, prices] = await Promise.all([agentBalance(sql, row.agent_id), readPrices(sql)]);
-      extra = { credits: toCredits(bal.available), prices: Object.fromEntries(prices.map((p) => [p.resource, p.price])) };
       const workspace = ensureWorkspace(this.#o.workspacesRoot, row.agent_id, "default");
       const creds = await this.#o.credentials.issueForWindow(row.agent_id, Number(row.window_id));
       const credsDir = join(workspace, ".nats");
@@ -154,8 +151,8 @@ export class Orchestrator {
         execution_id: id,
         window_id: Number(row.window_id),
         window_end: new Date(endsAt).toISOString(),
-        credits: extra.credits ?? null,
-        prices: extra.prices ?? {},
+        credits: toCredits(bal.available),
+        prices: Object.fromEntries(prices.map((p) => [p.resource, p.price])),
         limits: row.limits,
         nats_url: this.#o.driver.isolated ? "nats://127.0.0.1:4222" : this.#o.natsUrl,
         credentials_file: this.#o.driver.isolated ? "/workspace/.nats/agent.creds" : join(credsDir, "agent.creds"),
