@@ -29,6 +29,7 @@ export type Settings = {
   webSearch: { corpus?: string; callLog?: string; crashOnce?: string; delayMs: number };
   agents: { workspaces: string; stopGraceMs: number; pidsLimit: number };
   sandbox: { driver: "auto" | "docker" | "process"; dockerHost?: string };
+  llm: { localSeed: number; localApiKey?: string };
 };
 
 const text = v.pipe(v.string(), v.trim(), v.minLength(1));
@@ -105,6 +106,8 @@ export const ENVIRONMENT: readonly Var[] = [
   { env: "WEB_SEARCH_CRASH_ONCE", path: "webSearch.crashOnce", schema: text, default: "—", doc: "Marker file: the local search server exits once on a call (tests)" },
   { env: "SANDBOX_DRIVER", path: "sandbox.driver", schema: v.pipe(v.string(), v.trim(), v.toLowerCase(), v.picklist(["auto", "docker", "process"], "must be auto, docker or process")), default: "auto", doc: "How agents run: `docker` (isolated, limits enforced), `process` (plain child processes, nothing enforced), `auto` (Docker when its engine answers)" },
   { env: "DOCKER_HOST", path: "sandbox.dockerHost", schema: url(["unix", "tcp"]), default: "unix:///var/run/docker.sock", doc: "The Docker engine the sandbox driver and `npm run agents` use" },
+  { env: "LLM_LOCAL_SEED", path: "llm.localSeed", schema: int(0), default: "0", doc: "Seed of the local LLM server (`npm run llm -- serve`) for requests that give none (docs/llm.md)" },
+  { env: "LLM_LOCAL_API_KEY", path: "llm.localApiKey", schema: text, default: "—", doc: "When set, the local LLM server answers only `Authorization: Bearer <key>` (401 otherwise)" },
 ];
 
 const DEFAULTS: Settings = {
@@ -117,6 +120,7 @@ const DEFAULTS: Settings = {
   webSearch: { delayMs: 0 },
   agents: { workspaces: ".data/workspaces", stopGraceMs: 2000, pidsLimit: 64 },
   sandbox: { driver: "auto" },
+  llm: { localSeed: 0 },
 };
 
 /** A setting that does not validate: names the variable, what it holds and what it must be. */

@@ -32,6 +32,10 @@ describe("folder boundaries", () => {
     assert.deepEqual(importsOf("agent").filter((i) => i.target !== "agent"), []);
   });
 
+  it("llm/ (the local model server) imports nothing of the project but config/", () => {
+    assert.deepEqual(importsOf("llm").filter((i) => !["llm", "config"].includes(i.target)), []);
+  });
+
   it("bench/ and testing/ import no test code", () => {
     const bad = [...importsOf("bench"), ...importsOf("testing")].filter((i) => i.target === "test");
     assert.deepEqual(bad, []);

@@ -14,7 +14,7 @@ import { SandboxError, SandboxErrorCode } from "../sandbox/errors.ts";
 // package's catalogue (host, economy, gateway, scenarios; config/settings.ts has its one).
 
 const ROOT = resolve(import.meta.dirname, "..");
-const PRODUCTION = ["host", "economy", "functions", "gateway", "scenarios", "otel", "config", "contract", "auth", "cli", "orchestrator", "sandbox"];
+const PRODUCTION = ["host", "economy", "functions", "gateway", "scenarios", "otel", "config", "contract", "auth", "cli", "orchestrator", "sandbox", "llm"];
 
 /** Classes whose instances carry a catalogue code (subclasses of the packages' base errors). */
 const CODED = new Set([

@@ -55,7 +55,7 @@ describe("one configuration", () => {
 
   it("no production file reads a variable but config/settings.ts", () => {
     const offenders: string[] = [];
-    for (const f of ["host", "economy", "functions", "gateway", "scenarios", "otel", "contract", "sandbox"].flatMap(sources)) {
+    for (const f of ["host", "economy", "functions", "gateway", "scenarios", "otel", "contract", "sandbox", "llm"].flatMap(sources)) {
       const text = readFileSync(join(ROOT, f), "utf8");
       // passing the whole environment on (to a child process, to ${VAR} expansion) is not reading a variable
       for (const m of text.matchAll(/process\.env(?:\.([A-Za-z_]+)|\[)/g)) {
