@@ -1,5 +1,9 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
+import { setTimeout as sleep } from "node:timers/promises";
 import OpenAI from "openai";
 import { startLocalLlmServer, type LocalLlmServer } from "../llm/localServer.ts";
 import { BUNDLES } from "../llm/policy.ts";
@@ -136,6 +140,8 @@ describe("local LLM server", () => {
       (err: unknown) => err instanceof OpenAI.APIConnectionTimeoutError,
     );
     assert.ok(Date.now() - started < 1400, "the client gave up before the server answered");
+    await sleep(1500 - (Date.now() - started) + 200);
+    assert.equal(server.requests.at(-1)!.status, 499, "the server saw the client leave");
     const ok = await client.chat.completions.create({ model: "syntropism-local", messages: [{ role: "user", content: "slow" }] }, { headers: { "x-fake-latency-ms": "200" }, timeout: 2000 });
     assert.equal(ok.choices[0]!.finish_reason, "stop");
   });
@@ -160,6 +166,25 @@ describe("local LLM server", () => {
     const body = (await res.json()) as { error: { message: string; type: string; code: string } };
     assert.equal(body.error.type, "invalid_request_error");
     assert.match(body.error.message, /messages/);
+  });
+
+  it("npm run llm -- serve: prints the base URL, serves, stops on SIGTERM with 0; a bad command line exits 64", async () => {
+    const child = spawn(process.execPath, ["--import", "tsx", "llm/cli.ts", "serve", "--seed", "7"], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, LLM_LOCAL_API_KEY: "sk-cli" } });
+    try {
+      const [line] = (await once(createInterface({ input: child.stdout! }), "line")) as [string];
+      assert.match(line, /^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+      const r = await new OpenAI({ baseURL: line, apiKey: "sk-cli" }).chat.completions.create({ model: "m", messages: [{ role: "user", content: "Which resource should I buy?" }] });
+      assert.equal(r.choices[0]!.message.content, (await ask("Which resource should I buy?", { model: "m" })).choices[0]!.message.content, "LLM_LOCAL_API_KEY and --seed 7 as the in-process server");
+      assert.equal((await fetch(`${line}/models`)).status, 401);
+    } finally {
+      child.kill("SIGTERM");
+    }
+    assert.deepEqual(await once(child, "exit"), [0, null]);
+    const bad = spawn(process.execPath, ["--import", "tsx", "llm/cli.ts", "serve", "--port", "x"], { stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    bad.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+    assert.deepEqual(await once(bad, "exit"), [64, null]);
+    assert.match(err, /usage: llm serve/);
   });
 
   describe("decisions for the genesis agent", () => {
