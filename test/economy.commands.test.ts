@@ -32,7 +32,9 @@ describe("economy commands refuse at once, with their code", () => {
     const settings = loadSettings({ AGENT_WORKSPACES: process.env.AGENT_WORKSPACES, DATABASE_URL: db.url, ECONOMY_WINDOW_MS: "500", LOG_LEVEL: "error" });
     await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config, settings });
     for (const agent of ["cma", "cmb"]) await nats.js.publish("admin.genesis", enc({ agent_id: agent, credits: 100 }));
-    await waitFor("agents funded", async () => ((await nats.nc.request("economic.balance.cmb", "", { timeout: 5000 })).json<{ balance?: number }>().balance === 100 ? true : undefined));
+    // genesis commands are handled several at once: wait for each
+    const funded = async (a: string) => (await nats.nc.request(`economic.balance.${a}`, "", { timeout: 5000 })).json<{ balance?: number }>().balance === 100;
+    await waitFor("agents funded", async () => ((await funded("cma")) && (await funded("cmb")) ? true : undefined));
   });
 
   /** Publishes a command with its own msg id and waits for its dead letter. */

@@ -39,7 +39,11 @@ describe("terminating an agent", () => {
     const settings = loadSettings({ AGENT_WORKSPACES: process.env.AGENT_WORKSPACES, DATABASE_URL: db.url, ECONOMY_WINDOW_MS: String(WINDOW_MS), LOG_LEVEL: "error", NATS_AUTH_DIR: nats.auth!.authority.dir });
     await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config, settings });
     for (const agent of ["tra", "trb", "trc"]) await nats.js.publish("admin.genesis", enc({ agent_id: agent, credits: 100 }));
-    await waitFor("agents funded", async () => ((await balance("trc").catch(() => null))?.balance === 100 ? true : undefined));
+    // genesis commands are handled several at once: wait for each
+    await waitFor("agents funded", async () => {
+      for (const a of ["tra", "trb", "trc"]) if ((await balance(a).catch(() => null))?.balance !== 100) return undefined;
+      return true;
+    });
   });
 
   /** Publishes a command with its own msg id and waits for its dead letter. */

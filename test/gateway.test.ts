@@ -95,7 +95,11 @@ describe("MCP gateway", () => {
     const streams = await loadConfigFile(resolve(ROOT, "streams.config.ts"));
     ({ lines } = await startHost(hooks, nats, { functionsDir: resolve(ROOT, "functions"), config: streams }));
     for (const [agent, credits] of [["alice", 100], ["bob", 100], ["carol", 100], ["poor", 0.005]] as const) await nats.js.publish("admin.genesis", JSON.stringify({ agent_id: agent, credits }));
-    await waitFor("agents funded", async () => ((await balance("poor").catch(() => null)) === 0.005 ? true : undefined));
+    // genesis commands are handled several at once: wait for each
+    await waitFor("agents funded", async () => {
+      for (const [a, c] of [["alice", 100], ["bob", 100], ["carol", 100], ["poor", 0.005]] as const) if ((await balance(a).catch(() => null)) !== c) return undefined;
+      return true;
+    });
   });
 
   it("round trip: an agent searches, gets results on its reply subject, is charged, the event is audited", async () => {
