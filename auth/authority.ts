@@ -2,7 +2,8 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, w
 import { join, resolve } from "node:path";
 import { createAccount, createOperator, createUser, type KeyPair } from "@nats-io/nkeys";
 import { decode, encodeAccount, encodeOperator, encodeUser, fmtCreds, type Account, type ClaimsData } from "@nats-io/jwt";
-import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { natsConnectOptions } from "../host/configFile.ts";
 import { CodedError } from "../host/errors.ts";
 import { agentExports, agentPermissions, AGENT_LIMITS, agentInboxPrefix, ROLES, type Role } from "./permissions.ts";
 import { agentUserSeed, fastKeyPair, seedKind } from "./keys.ts";
@@ -56,7 +57,6 @@ const AGENTS_LIMITS = { limits: NATS_LIMITS } as Partial<Account>;
 const ACCOUNT_LIMITS = { limits: { ...NATS_LIMITS, mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 } } as Partial<Account>;
 const UNLIMITED_USER = { subs: -1, data: -1, payload: -1 };
 
-const enc = new TextEncoder();
 const dec = new TextDecoder();
 const seedOf = (kp: KeyPair) => dec.decode(kp.getSeed());
 
@@ -268,7 +268,7 @@ export class Authority {
    * functions/system/revokeCredentials.ts). Returns the agents that were not revoked already.
    */
   async revokeAgents(servers: string | string[], agentIds: readonly string[]): Promise<string[]> {
-    const nc = await connect({ servers, name: "syntropism-revoker", authenticator: credsAuthenticator(enc.encode(readFileSync(this.credsFile("system"), "utf8"))) });
+    const nc = await connect({ servers, name: "syntropism-revoker", ...natsConnectOptions({ creds: this.credsFile("system") }) });
     try {
       const prefix = `$SYS.REQ.ACCOUNT.${this.manifest.agents_account}`;
       const current = await this.#currentAccount(nc, prefix);
@@ -283,7 +283,7 @@ export class Authority {
       if (!added.length) return [];
       const { sub: _s, ...rest } = current.nats as Account & { sub?: string };
       const jwt = await encodeAccount(current.name, this.manifest.agents_account, { ...rest, revocations }, { signer: this.#operator });
-      const reply = (await nc.request(`${prefix}.CLAIMS.UPDATE`, enc.encode(jwt), { timeout: 5000 })).json<{ data?: { code?: number; message?: string }; error?: { code?: number; description?: string } }>();
+      const reply = (await nc.request(`${prefix}.CLAIMS.UPDATE`, jwt, { timeout: 5000 })).json<{ data?: { code?: number; message?: string }; error?: { code?: number; description?: string } }>();
       if (reply.error || reply.data?.code !== 200) throw new AuthError(AuthErrorCode.Revoke, `the server did not take the revocation of ${added.join(", ")}: ${JSON.stringify(reply)}`);
       writeSecret(join(this.dir, "agents-account.jwt"), jwt);
       this.#writeServerConfig();

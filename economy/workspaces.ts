@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import type { TransactionSql } from "./db.ts";
+import type { Db, TransactionSql } from "./db.ts";
 
 // The `workspaces` table: which template each agent's workspace was made from. The folder itself
 // is the orchestrator's (orchestrator/workspaces.ts); its path, relative to AGENT_WORKSPACES, is
@@ -12,7 +12,7 @@ export async function recordWorkspace(tx: TransactionSql, agentId: string, templ
 }
 
 /** The template an agent's workspace was made from ("default" for agents from before templates). */
-export async function workspaceTemplate(tx: TransactionSql, agentId: string): Promise<string> {
-  const [row] = await tx<{ template: string }[]>`SELECT template FROM workspaces WHERE agent_id = ${agentId}`;
+export async function workspaceTemplate(db: Db, agentId: string): Promise<string> {
+  const [row] = await db<{ template: string }[]>`SELECT template FROM workspaces WHERE agent_id = ${agentId}`;
   return row?.template ?? "default";
 }

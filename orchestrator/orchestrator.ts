@@ -7,6 +7,7 @@ import { recordEvents, type Cause, type EventInput } from "../economy/events.ts"
 import { agentBalance } from "../economy/ledger.ts";
 import { toCredits } from "../economy/money.ts";
 import { readPrices } from "../economy/projections.ts";
+import { workspaceTemplate } from "../economy/workspaces.ts";
 import type { Credentials } from "../auth/resource.ts";
 import type { Finished, Limits, Sandbox, SandboxDriver } from "../sandbox/types.ts";
 import { ensureWorkspace } from "./workspaces.ts";
@@ -140,8 +141,9 @@ export class Orchestrator {
     try {
       const sql = await this.#o.sql();
       // credits and prices as of the launch
-      const [bal, prices] = await Promise.all([agentBalance(sql, row.agent_id), readPrices(sql)]);
-      const workspace = ensureWorkspace(this.#o.workspacesRoot, row.agent_id, "default");
+      const [bal, prices, template] = await Promise.all([agentBalance(sql, row.agent_id), readPrices(sql), workspaceTemplate(sql, row.agent_id)]);
+      // made at genesis or spawn; made again, from the template recorded then, if it went missing
+      const workspace = ensureWorkspace(this.#o.workspacesRoot, row.agent_id, template);
       const creds = await this.#o.credentials.issueForWindow(row.agent_id, Number(row.window_id));
       const credsDir = join(workspace, ".nats");
       mkdirSync(credsDir, { recursive: true, mode: 0o700 });

@@ -3,7 +3,9 @@ import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defineResource } from "syntropism";
 import { settingsOf } from "../config/settings.ts";
+import * as v from "valibot";
 import { subjectToken } from "../contract/subjects.ts";
+import { templateName } from "../economy/workspaces.ts";
 
 // An agent is a program in a workspace folder: `<root>/<agent id>`, created from a template at
 // genesis and at spawn (a child starts from its parent's template unless the spawn names one) and
@@ -16,7 +18,7 @@ export const DEFAULT_TEMPLATE = "default";
 
 /** True when `name` is a token naming a folder in agent/templates. */
 export function templateExists(name: string, dir = TEMPLATES_DIR): boolean {
-  return /^[A-Za-z0-9_-]{1,64}$/.test(name) && existsSync(join(dir, name));
+  return v.is(templateName, name) && existsSync(join(dir, name));
 }
 
 /** Where agent `agentId`'s workspace lives under `root`. */

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startTestDocker, type TestDocker } from "../testing/docker.ts";
+import { needsRoot, startTestDocker, type TestDocker } from "../testing/docker.ts";
 import { startTestNats, suiteScope, type TestNats } from "../testing/nats.ts";
 import { startTestDatabase, type TestDatabase } from "../testing/postgres.ts";
 import { runCli, startCli, type CliProcess } from "../testing/cli.ts";
@@ -14,10 +14,9 @@ import { readSubject, waitFor } from "./helpers/host.ts";
 // it once the dead one's lease lapses, and stops it at the window's end: one execution, started
 // once, recorded once.
 
-const root = typeof process.getuid === "function" && process.getuid() === 0;
 const enc = (v: unknown) => JSON.stringify(v);
 
-describe("faults: the orchestrator's worker SIGKILLed mid-window", { skip: root ? false : "needs root: the suite starts its own dockerd" }, () => {
+describe("faults: the orchestrator's worker SIGKILLed mid-window", { skip: needsRoot }, () => {
   const hooks = suiteScope(after);
   let engine: TestDocker;
   let nats: TestNats;

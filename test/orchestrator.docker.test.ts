@@ -2,7 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startTestDocker, type TestDocker } from "../testing/docker.ts";
+import { needsRoot, startTestDocker, type TestDocker } from "../testing/docker.ts";
 import { suiteScope } from "../testing/nats.ts";
 import { waitFor } from "./helpers/host.ts";
 import { orchestratorStack } from "./helpers/orchestrator.ts";
@@ -12,9 +12,8 @@ import { orchestratorStack } from "./helpers/orchestrator.ts";
 // and a host that stops mid-window leaves its agent running for the next host, which adopts it
 // rather than starting it again.
 
-const root = typeof process.getuid === "function" && process.getuid() === 0;
 
-describe("the orchestrator runs winners in Docker", { skip: root ? false : "needs root: the suite starts its own dockerd" }, () => {
+describe("the orchestrator runs winners in Docker", { skip: needsRoot }, () => {
   const hooks = suiteScope(after);
   let engine: TestDocker;
   let s: Awaited<ReturnType<typeof orchestratorStack>>;

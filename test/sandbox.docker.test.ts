@@ -2,7 +2,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { startTestDocker, type TestDocker } from "../testing/docker.ts";
+import { needsRoot, startTestDocker, type TestDocker } from "../testing/docker.ts";
 import { startTestNats, suiteScope, type TestNats } from "../testing/nats.ts";
 import { DockerDriver } from "../sandbox/docker.ts";
 import { SandboxErrorCode } from "../sandbox/errors.ts";
@@ -13,10 +13,9 @@ import type { LaunchSpec, Limits } from "../sandbox/types.ts";
 // project's authentication: what the limits and flags stop, measured on real containers. One
 // engine and one image build for the suite; each container is short.
 
-const root = process.getuid?.() === 0;
 const LIMITS: Limits = { memoryMiB: 128, cpuMillicores: 1000, pids: 64 };
 
-describe("docker sandbox", { skip: root ? false : "needs root: the suite starts its own dockerd" }, () => {
+describe("docker sandbox", { skip: needsRoot }, () => {
   const scope = suiteScope(after);
   let engine: TestDocker;
   let nats: TestNats;

@@ -21,6 +21,9 @@ export type TestDocker = {
 
 type Hooks = { after: (fn: () => Promise<void>) => void };
 
+/** node:test's `skip` for suites on a private engine: `dockerd` runs only as root. */
+export const needsRoot: false | string = process.getuid?.() === 0 ? false : "needs root: the suite starts its own dockerd";
+
 const WELL_KNOWN = ["/usr/sbin/dockerd", "/usr/bin/dockerd", "/usr/local/bin/dockerd"];
 
 export const DOCKERD_HINT =

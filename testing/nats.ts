@@ -1,10 +1,11 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import type { TestContext } from "node:test";
 import { connect, credsAuthenticator, type Authenticator, type ConnectionOptions, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import { startNatsServer, type RunningNatsServer } from "../host/natsServer.ts";
+import { natsConnectOptions } from "../host/configFile.ts";
 import { Authority } from "../auth/authority.ts";
 import type { Role } from "../auth/permissions.ts";
 
@@ -31,7 +32,8 @@ export type TestAuth = {
   connect(who: Role | { agent: string; expiresAt?: Date }, extra?: Partial<ConnectionOptions>): Promise<NatsConnection>;
 };
 
-const credsOf = (file: string) => credsAuthenticator(new TextEncoder().encode(readFileSync(file, "utf8")));
+/** The credentials file's authenticator, as every CLI reads one (host/configFile.ts). */
+const credsOf = (file: string): Authenticator => natsConnectOptions({ creds: file }).authenticator!;
 
 async function testAuth(dir: string, url: () => string, track: (nc: NatsConnection) => void): Promise<TestAuth> {
   const authority = await Authority.open(join(dir, "auth"), { create: true });
